@@ -1,0 +1,36 @@
+# nas-lab: `make lab` (students) and `make test` (everyone) are the two commands that matter.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Extra pip options, e.g. PIP_EXTRA="--index-url https://download.pytorch.org/whl/cpu" for a small CPU-only torch.
+PIP_EXTRA ?=
+
+.PHONY: lab test test-fast release grade venv clean-grading
+
+venv: $(STAMP)
+
+# Re-installs only when pyproject.toml changes, so a second `make` takes seconds.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(PIP_EXTRA) -e '.[grading,dev]'
+	@touch $(STAMP)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab labs/
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -x -m "not slow"
+
+release: $(STAMP)
+	$(BIN)/python autograder/release.py
+
+grade: $(STAMP)
+	$(BIN)/nas-lab grade $(LAB) $(SUBMISSIONS) $(if $(OUT),--out $(OUT))
+
+clean-grading:
+	rm -rf autograder/submitted autograder/autograded autograder/feedback autograder/gradebook.db
