@@ -40,6 +40,7 @@ __all__ = [
     "linear_macs",
     "linear_params",
     "torchprofile_macs",
+    "trace_layers",
 ]
 
 Size2 = int | tuple[int, int] | Sequence[int]
@@ -221,27 +222,23 @@ def _kind(module: nn.Module) -> str:
 
 
 @torch.no_grad()
-def count_model(model: nn.Module, example_input: torch.Tensor | tuple) -> ModelCount:
-    """Run ``model(example_input)`` once with forward hooks on every ``nn.Conv2d`` and ``nn.Linear``.
+def trace_layers(model: nn.Module, example_input: torch.Tensor | tuple
+                 ) -> list[tuple[str, nn.Module, tuple[int, ...], tuple[int, ...]]]:
+    """Every call of an ``nn.Conv2d``/``nn.Linear`` in one forward pass: ``(name, module, in_shape, out_shape)``.
 
-    Each call is counted analytically with :func:`layer_macs` from the shape the layer actually saw, so
-    the count follows the real data flow (a layer called twice appears twice). MACs are per image.
-    BN, activations, residual adds and pooling are not counted (see the module docstring). The model's
-    train/eval mode is restored afterwards; the forward runs in eval mode, without gradients.
+    Shapes include the batch dimension. The forward runs in eval mode without gradients (the model's
+    mode is restored). It also works on the ``meta`` device (shapes only, no arithmetic), which makes
+    large models cheap to trace: ``with torch.device("meta"): model = vgg16()``.
     """
-    result = ModelCount(total_params=sum(p.numel() for p in model.parameters()))
-    handles = []
+    calls: list[tuple[str, nn.Module, tuple[int, ...], tuple[int, ...]]] = []
 
     def hook(name: str):
         def fn(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            shape = tuple(inputs[0].shape)
-            result.layers.append(LayerCount(name, _kind(module), layer_macs(module, shape),
-                                            layer_params(module), shape, tuple(output.shape)))
+            calls.append((name, module, tuple(inputs[0].shape), tuple(output.shape)))
         return fn
 
-    for name, module in model.named_modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            handles.append(module.register_forward_hook(hook(name)))
+    handles = [module.register_forward_hook(hook(name)) for name, module in model.named_modules()
+               if isinstance(module, (nn.Conv2d, nn.Linear))]
     was_training = model.training
     try:
         model.eval()
@@ -250,6 +247,21 @@ def count_model(model: nn.Module, example_input: torch.Tensor | tuple) -> ModelC
         for h in handles:
             h.remove()
         model.train(was_training)
+    return calls
+
+
+def count_model(model: nn.Module, example_input: torch.Tensor | tuple) -> ModelCount:
+    """Count MACs and weights of every ``nn.Conv2d``/``nn.Linear`` call in one forward pass.
+
+    Forward hooks (:func:`trace_layers`) record the input shape each layer actually sees, and
+    :func:`layer_macs` turns it into MACs, so the count follows the real data flow (a layer called
+    twice appears twice). MACs are per image. BN, activations, residual adds and pooling are not
+    counted (see the module docstring).
+    """
+    result = ModelCount(total_params=sum(p.numel() for p in model.parameters()))
+    for name, module, in_shape, out_shape in trace_layers(model, example_input):
+        result.layers.append(LayerCount(name, _kind(module), layer_macs(module, in_shape),
+                                        layer_params(module), in_shape, out_shape))
     return result
 
 
