@@ -20,14 +20,23 @@ pooled copy of it); :mod:`nas_lab.memory` uses it for the peak-activation rule.
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from nas_lab.subnet import ConvBNAct, MBConv
 
-__all__ = ["ConvBlock", "BasicBlock", "Bottleneck", "GroupedBottleneck", "MultiPathBottleneck",
-           "DepthwiseSeparable", "InvertedBottleneck", "ShuffleUnit", "channel_shuffle",
-           "multipath_from_grouped"]
+__all__ = [
+    "BasicBlock",
+    "Bottleneck",
+    "ConvBlock",
+    "DepthwiseSeparable",
+    "GroupedBottleneck",
+    "InvertedBottleneck",
+    "MultiPathBottleneck",
+    "ShuffleUnit",
+    "channel_shuffle",
+    "multipath_from_grouped",
+]
 
 
 def conv_bn(c_in: int, c_out: int, kernel_size: int = 1, stride: int = 1, groups: int = 1) -> ConvBNAct:

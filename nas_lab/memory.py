@@ -40,8 +40,17 @@ from torch import nn
 
 from nas_lab.counting import _kind
 
-__all__ = ["LayerMemory", "MemoryReport", "ACTIVATIONS", "is_residual_block", "peak_memory",
-           "peak_memory_kb", "saved_activation_elements", "training_activation_bytes", "weight_bytes"]
+__all__ = [
+    "ACTIVATIONS",
+    "LayerMemory",
+    "MemoryReport",
+    "is_residual_block",
+    "peak_memory",
+    "peak_memory_kb",
+    "saved_activation_elements",
+    "training_activation_bytes",
+    "weight_bytes",
+]
 
 # Activation modules whose inputs the training rule stores.
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.SiLU, nn.GELU, nn.Sigmoid, nn.Tanh,

@@ -8,9 +8,18 @@ import pytest
 import torch
 from torch import nn
 
-from nas_lab.blocks import (BasicBlock, Bottleneck, ConvBlock, DepthwiseSeparable, GroupedBottleneck,
-                            InvertedBottleneck, MultiPathBottleneck, ShuffleUnit, channel_shuffle,
-                            multipath_from_grouped)
+from nas_lab.blocks import (
+    BasicBlock,
+    Bottleneck,
+    ConvBlock,
+    DepthwiseSeparable,
+    GroupedBottleneck,
+    InvertedBottleneck,
+    MultiPathBottleneck,
+    ShuffleUnit,
+    channel_shuffle,
+    multipath_from_grouped,
+)
 from nas_lab.counting import count_model, torchprofile_macs
 from nas_lab.subnet import MBConv
 

@@ -11,8 +11,14 @@ import torchvision
 from torch import nn
 
 from nas_lab.blocks import BasicBlock, ConvBlock, InvertedBottleneck
-from nas_lab.memory import (is_residual_block, peak_memory, peak_memory_kb, saved_activation_elements,
-                            training_activation_bytes, weight_bytes)
+from nas_lab.memory import (
+    is_residual_block,
+    peak_memory,
+    peak_memory_kb,
+    saved_activation_elements,
+    training_activation_bytes,
+    weight_bytes,
+)
 from nas_lab.subnet import MBConv
 
 torch.set_num_threads(1)
