@@ -105,19 +105,15 @@ def save_checkpoint(path: Path, net: OFASupernet, opt: torch.optim.Optimizer, cf
     os.replace(tmp, path)
 
 
-def evaluate_arch(net: OFASupernet, arch: Arch, calib_images: torch.Tensor, split: str = "minival",
-                  limit: int | None = None, batch_size: int = 500) -> float:
-    """Top-1 accuracy (percent) of ``arch`` extracted from ``net`` after BN recalibration on ``calib_images``."""
+def monitor_accuracy(net: OFASupernet, arch: Arch, calib_images: torch.Tensor) -> float:
+    """Minival accuracy (percent) of ``arch`` for the training log, BN recalibrated on training images."""
+    from nas_lab.evaluate import accuracy
+
     net.set_active_subnet(arch)
     sub = net.get_active_subnet().to(memory_format=torch.channels_last)
     recalibrate_bn(sub, data.normalise(calib_images, arch.resolution).contiguous(
         memory_format=torch.channels_last))
-    correct = total = 0
-    with torch.no_grad():
-        for x, y in data.batches(split, batch_size, arch.resolution, limit=limit):
-            correct += (sub(x.contiguous(memory_format=torch.channels_last)).argmax(1) == y).sum().item()
-            total += len(y)
-    return 100.0 * correct / total
+    return accuracy(sub, "minival", arch.resolution)
 
 
 def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, progress: bool = True) -> OFASupernet:
@@ -201,14 +197,18 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, progress: bool =
                 last_save = time.time()
             if cfg.limit_steps and done_steps >= cfg.limit_steps:
                 break
+        if start_step + run_n < steps_per_epoch:  # stopped early (limit_steps): keep the exact position
+            if rank == 0:
+                save_checkpoint(ckpt_path, net, opt, cfg, epoch, start_step + run_n, log)
+            break
         start_step = 0
         entry = {"epoch": epoch + 1, "train_loss_largest": round(run_loss / max(run_n, 1), 4),
                  "lr": round(lr, 5), "seconds": round(time.time() - t0, 1), "steps": run_n}
-        if rank == 0 and not cfg.limit_steps:
+        if rank == 0:
             calib = data.load_split("train")[0][:2000]  # monitoring only: calibrate on training images
             for name, arch in (("largest", largest), ("smallest", smallest)):
-                entry[f"minival_{name}"] = round(evaluate_arch(net.cpu() if device.type == "cpu" else net,
-                                                               arch, calib), 2)
+                entry[f"minival_{name}"] = round(monitor_accuracy(net.cpu(), arch, calib), 2)
+            net.to(device)
         log.append(entry)
         if rank == 0:
             with open(log_path, "a") as f:
@@ -216,9 +216,19 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, progress: bool =
             print(json.dumps(entry), flush=True)
             save_checkpoint(ckpt_path, net, opt, cfg, epoch + 1, 0, log)
             last_save = time.time()
-        if cfg.limit_steps and done_steps >= cfg.limit_steps:
-            break
+    if world > 1:
+        _check_in_sync(net)
     return net
+
+
+def _check_in_sync(net: torch.nn.Module) -> None:
+    """Fail loudly if data-parallel replicas drifted apart (they must hold identical weights)."""
+    rank, world = _dist_info()
+    local = torch.stack([p.detach().double().sum() for p in net.parameters()]).cpu()
+    gathered = [torch.zeros_like(local) for _ in range(world)]
+    dist.all_gather(gathered, local)
+    if any(not torch.allclose(g, gathered[0], rtol=1e-6, atol=1e-6) for g in gathered):
+        raise RuntimeError("data-parallel replicas hold different weights")
 
 
 def export_supernet(checkpoint: Path, out_dir: Path) -> tuple[Path, Path]:
@@ -236,24 +246,33 @@ def export_supernet(checkpoint: Path, out_dir: Path) -> tuple[Path, Path]:
     return weights, config
 
 
-def main_torchrun(argv: list[str] | None = None) -> None:
-    """Entry point of ``python -m nas_lab.train`` (also under torchrun)."""
-    import argparse
-
-    p = argparse.ArgumentParser(description="Train the once-for-all supernet (sandwich rule + distillation).")
+def add_arguments(p) -> None:
+    """Options of the training command: one per ``TrainConfig`` field, plus --out and --no-resume."""
     for f, v in asdict(TrainConfig()).items():
         p.add_argument(f"--{f.replace('_', '-')}", type=type(v), default=v)
-    p.add_argument("--out", type=Path, default=Path("runs/supernet"))
-    p.add_argument("--no-resume", action="store_true")
-    args = p.parse_args(argv)
+    p.add_argument("--out", type=Path, default=Path("runs/supernet"), help="checkpoint and log folder")
+    p.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
+
+
+def run_from_args(args) -> None:
+    """Train from parsed arguments; joins a torchrun process group when WORLD_SIZE > 1."""
     cfg = TrainConfig(**{f: getattr(args, f) for f in asdict(TrainConfig())})
-    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     try:
         train(cfg, args.out, resume=not args.no_resume)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def main_torchrun(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m nas_lab.train`` (also under ``torchrun --nproc_per_node N``)."""
+    import argparse
+
+    p = argparse.ArgumentParser(description="Train the once-for-all supernet (sandwich rule + distillation).")
+    add_arguments(p)
+    run_from_args(p.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,99 @@
+"""The accuracy data set: (arch, minival accuracy, MACs, params, peak memory) of random subnets.
+
+Archs are sampled with a seed, balanced over every (resolution, width) pair so each gets the same number
+of rows; each is extracted from the supernet, BN-recalibrated on minival at its own resolution and
+evaluated on the 5k minival split. Rows are appended to a CSV as they are measured, so an interrupted
+build resumes where it stopped (same seed, same archs, same order).
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import random
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from nas_lab.space import Arch, SearchSpace
+
+COLUMNS = ("arch", "resolution", "width", "accuracy", "macs", "params", "peak_memory_kb")
+
+
+def planned_archs(space: SearchSpace, n: int, seed: int = 0) -> list[Arch]:
+    """``n`` distinct random archs, cycling through every (resolution, width) pair in a seeded order."""
+    rng = random.Random(seed)
+    pairs = list(itertools.product(space.resolutions, space.widths))
+    seen: set[Arch] = set()
+    out: list[Arch] = []
+    for i in itertools.count():
+        if len(out) == n:
+            return out
+        if i > 100 * n:
+            raise RuntimeError("could not draw enough distinct archs")  # unreachable for spaces this big
+        res, width = pairs[len(out) % len(pairs)]
+        a = space.sample(rng)
+        a = Arch(res, width, a.depths, a.kernels, a.expands)
+        if a not in seen:
+            seen.add(a)
+            out.append(a)
+    return out
+
+
+def measure_costs(model: torch.nn.Module, resolution: int, in_channels: int = 1) -> dict[str, float]:
+    """MACs (millions), params and peak activation memory (KB) of a built model, by counting."""
+    from nas_lab.counting import count_model
+    from nas_lab.memory import peak_memory
+
+    x = torch.zeros(1, in_channels, resolution, resolution)
+    counts = count_model(model, x)
+    return {"macs": counts.macs / 1e6, "params": counts.total_params,
+            "peak_memory_kb": peak_memory(model, x).peak_kb}
+
+
+def build(out_csv: Path, n: int = 2000, seed: int = 0, progress: bool = True) -> Path:
+    """Measure ``n`` planned archs into ``out_csv`` (resumes: rows already there are kept)."""
+    from nas_lab.evaluate import accuracy, extract, load_supernet
+
+    net = load_supernet()
+    plan = planned_archs(net.space, n, seed)
+    done: list[str] = []
+    if out_csv.exists():
+        with open(out_csv) as f:
+            done = [row["arch"] for row in csv.DictReader(f)]
+        if done != [str(a) for a in plan[:len(done)]]:
+            raise RuntimeError(f"{out_csv} was built with another plan (seed or space); delete it to rebuild")
+    else:
+        out_csv.parent.mkdir(parents=True, exist_ok=True)
+        out_csv.write_text(",".join(COLUMNS) + "\n")
+    t0 = time.time()
+    with open(out_csv, "a", newline="") as f:
+        writer = csv.writer(f)
+        for arch in tqdm(plan[len(done):], initial=len(done), total=n, disable=not progress, mininterval=10):
+            sub = extract(net, arch)
+            acc = accuracy(sub, "minival", arch.resolution)
+            costs = measure_costs(sub, arch.resolution, net.space.in_channels)
+            writer.writerow([str(arch), arch.resolution, arch.width, f"{acc:.2f}", f"{costs['macs']:.4f}",
+                             costs["params"], f"{costs['peak_memory_kb']:.4f}"])
+            f.flush()
+    if progress:
+        print(f"measured {n - len(done)} subnets in {time.time() - t0:.0f} s")
+    return out_csv
+
+
+def load(path: Path | None = None) -> list[dict]:
+    """Rows of the accuracy data set (the shipped one by default) with typed values and parsed ``Arch``."""
+    from nas_lab.artifacts import verified_path
+
+    path = path or verified_path("accuracy_dataset.csv")
+    space = SearchSpace()
+    rows = []
+    with open(path) as f:
+        for row in csv.DictReader(f):
+            rows.append({"arch": space.parse(row["arch"]), "resolution": int(row["resolution"]),
+                         "width": float(row["width"]), "accuracy": float(row["accuracy"]),
+                         "macs": float(row["macs"]), "params": int(row["params"]),
+                         "peak_memory_kb": float(row["peak_memory_kb"])})
+    return rows
