@@ -9,8 +9,8 @@ normalised by the training mean/std inside :func:`normalise`.
 from __future__ import annotations
 
 import gzip
-from functools import lru_cache
-from typing import Iterator
+from collections.abc import Iterator
+from functools import cache
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ def _read_idx(name: str, offset: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=offset)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _raw(source: str) -> tuple[torch.Tensor, torch.Tensor]:
     images_file, labels_file = _FILES[source]
     images = _read_idx(images_file, 16).reshape(-1, 1, 28, 28)
@@ -55,7 +55,7 @@ def split_indices() -> tuple[torch.Tensor, torch.Tensor]:
     return perm[MINIVAL_SIZE:].sort().values, perm[:MINIVAL_SIZE].sort().values
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_split(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (N, 1, 28, 28) uint8 and labels (N,) int64 of one split: 'train', 'minival' or 'test'."""
     if split not in SPLITS:

@@ -8,9 +8,7 @@ split at the subnet's own resolution (shared BN statistics are meaningless for a
 
 from __future__ import annotations
 
-import json
 import random
-from pathlib import Path
 
 import torch
 import torch.nn as nn

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from nas_lab import data
-from nas_lab.supernet import OFASupernet, recalibrate_bn
 from nas_lab.space import Arch, SearchSpace
+from nas_lab.supernet import OFASupernet, recalibrate_bn
 
 
 @dataclass
@@ -47,6 +47,7 @@ class TrainConfig:
     checkpoint_minutes: float = 5.0
     limit_steps: int = 0            # >0: stop after this many steps in total (smoke tests)
     train_limit: int = 0            # >0: use only the first N training images (smoke tests)
+    arch: str = ""                  # non-empty: train this one subnet alone, from scratch (the baseline)
 
 
 def _step_seed(seed: int, epoch: int, step: int) -> int:
@@ -146,10 +147,12 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, progress: bool =
     steps_per_epoch = len(labels) // cfg.batch_size  # drop the last partial batch
     total_steps = cfg.epochs * steps_per_epoch
     largest, smallest = space.largest(), space.smallest()
+    if cfg.arch:  # from-scratch baseline: the same recipe on one fixed subnet, no sandwich, no sorting
+        largest = space.parse(cfg.arch)
     last_save, done_steps = time.time(), start_epoch * steps_per_epoch + start_step
 
     for epoch in range(start_epoch, cfg.epochs):
-        if epoch == cfg.warmup_epochs and start_step == 0 and epoch > 0:
+        if epoch == cfg.warmup_epochs and start_step == 0 and epoch > 0 and not cfg.arch:
             net.sort_expanded_channels()
             opt = make_optimizer(net, cfg)  # momentum buffers refer to the old channel order
         order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(_step_seed(cfg.seed, epoch, -1)))
@@ -168,7 +171,7 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, progress: bool =
                 g["lr"] = lr
             opt.zero_grad(set_to_none=True)
 
-            def run(arch: Arch) -> torch.Tensor:
+            def run(arch: Arch, x8: torch.Tensor = x8) -> torch.Tensor:
                 net.set_active_subnet(arch)
                 x = data.normalise(x8, arch.resolution).to(device).contiguous(memory_format=torch.channels_last)
                 return net(x)
@@ -177,7 +180,7 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, progress: bool =
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
             loss.backward()
             run_loss += loss.item()
-            if epoch >= cfg.warmup_epochs:
+            if epoch >= cfg.warmup_epochs and not cfg.arch:
                 soft = F.softmax(logits.detach(), dim=1)
                 rng = random.Random(seed)
                 for arch in [smallest] + [space.sample(rng) for _ in range(cfg.num_random)]:
@@ -206,7 +209,8 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, progress: bool =
                  "lr": round(lr, 5), "seconds": round(time.time() - t0, 1), "steps": run_n}
         if rank == 0:
             calib = data.load_split("train")[0][:2000]  # monitoring only: calibrate on training images
-            for name, arch in (("largest", largest), ("smallest", smallest)):
+            monitored = [("arch", largest)] if cfg.arch else [("largest", largest), ("smallest", smallest)]
+            for name, arch in monitored:
                 entry[f"minival_{name}"] = round(monitor_accuracy(net.cpu(), arch, calib), 2)
             net.to(device)
         log.append(entry)
