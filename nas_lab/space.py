@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 
@@ -133,6 +133,22 @@ class SearchSpace:
                 check(f"{name} of stage {stage + 1} block {block + 1}", genes[stage * self.max_depth + block],
                       allowed)
         return arch
+
+    def restrict(self, **choices: tuple) -> "SearchSpace":
+        """A sub-space with fewer choices in some dimensions, e.g. ``restrict(kernels=(3,), widths=(0.5,))``.
+
+        Its archs are archs of this space (same skeleton), so the same supernet runs them. Choices outside
+        this space, or unknown dimension names, are errors.
+        """
+        dims = ("resolutions", "widths", "depths", "kernels", "expands")
+        for name, values in choices.items():
+            if name not in dims:
+                raise ArchError(f"unknown dimension {name!r}; choose from {list(dims)}")
+            allowed = getattr(self, name)
+            bad = [v for v in values if not any(_same(v, a) for a in allowed)]
+            if bad or not values:
+                raise ArchError(f"{name} {bad or '()'} not in the space; allowed values: {list(allowed)}")
+        return replace(self, **{k: tuple(sorted(v)) for k, v in choices.items()})
 
     def parse(self, text: str) -> "Arch":
         """Parse and validate an arch string; also accepts 'largest' and 'smallest'."""

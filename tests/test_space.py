@@ -110,3 +110,17 @@ def test_crossover_takes_every_gene_from_a_parent():
         for field in ("depths", "kernels", "expands"):
             for x, y, z in zip(getattr(a, field), getattr(b, field), getattr(c, field)):
                 assert z in (x, y)
+
+
+def test_restricted_sub_space():
+    sub = SPACE.restrict(kernels=(3,), widths=(1.0, 0.5))
+    assert sub.kernels == (3,) and sub.widths == (0.5, 1.0) and sub.expands == SPACE.expands
+    assert sub.size() == (3 + 3 ** 2 + 3 ** 3) ** 4 * 2 * 4
+    rng = random.Random(0)
+    for _ in range(50):
+        a = sub.sample(rng)
+        assert SPACE.validate(a) is a and set(k for _, _, k, _ in a.blocks()) == {3}
+    with pytest.raises(ArchError, match="allowed values"):
+        SPACE.restrict(kernels=(9,))
+    with pytest.raises(ArchError, match="unknown dimension"):
+        SPACE.restrict(kernel=(3,))
