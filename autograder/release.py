@@ -79,7 +79,8 @@ def generate(config_file: Path = CONFIG, labs: list[str] | None = None, quiet: b
             raise SystemExit(f"{source / lab / (lab + '.ipynb')} does not exist")
         result = api.generate_assignment(lab, force=True, create=True)
         if not result["success"]:
-            raise SystemExit(f"nbgrader generate_assignment {lab} failed:\n{result.get('log', '')}\n{result.get('error', '')}")
+            log, error = result.get("log", ""), result.get("error", "")
+            raise SystemExit(f"nbgrader generate_assignment {lab} failed:\n{log}\n{error}")
         out = release / lab / f"{lab}.ipynb"
         _normalise(out)
         written.append(out)

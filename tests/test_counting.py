@@ -213,7 +213,7 @@ def profiled(request: pytest.FixtureRequest) -> tuple[str, nn.Module, torch.Tens
 def _macs_from_output_shapes(model: nn.Module, x: torch.Tensor) -> int:
     """Independent path: MACs = output elements x dot-product length, from the shapes PyTorch produced."""
     total = 0
-    for _, module, in_shape, out_shape in trace_layers(model, x):
+    for _, module, _in_shape, out_shape in trace_layers(model, x):
         if isinstance(module, nn.Conv2d):
             total += math.prod(out_shape[1:]) * (module.in_channels // module.groups) * math.prod(module.kernel_size)
         else:
