@@ -47,7 +47,9 @@ def load_manifest() -> dict[str, dict[str, str]]:
     return json.loads(path.read_text())["files"]
 
 
-_verified: dict[str, float] = {}  # relative name -> mtime at which it was last verified
+# absolute path -> (sha256 expected, mtime, size) at which it was last verified; keyed by the full path so a
+# copy elsewhere (NAS_LAB_DATA) with the same mtime is still hashed
+_verified: dict[str, tuple[str, float, int]] = {}
 
 
 def verified_path(name: str) -> Path:
@@ -64,14 +66,15 @@ def verified_path(name: str) -> Path:
     how = f"rebuild it with: {entry['rebuild']}"
     if not path.exists():
         raise ArtifactError(f"{path} is missing; {how}")
-    mtime = path.stat().st_mtime
-    if _verified.get(name) != mtime:
+    stat = path.stat()
+    key = (entry["sha256"], stat.st_mtime, stat.st_size)
+    if _verified.get(str(path)) != key:
         digest = sha256_of(path)
         if digest != entry["sha256"]:
             raise ArtifactError(
                 f"{path} is corrupt (sha256 {digest[:12]}..., manifest says {entry['sha256'][:12]}...); {how}"
             )
-        _verified[name] = mtime
+        _verified[str(path)] = key
     return path
 
 
