@@ -60,12 +60,22 @@ def test_labs_found() -> None:
 
 @pytest.fixture(scope="session")
 def course(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A throw-away nbgrader course: the repo's config and a copy of solutions/, released into its labs/."""
+    """A throw-away nbgrader course: the repo's config and a copy of solutions/ (labs/ filled by `fresh_release`)."""
     root = tmp_path_factory.mktemp("course")
     shutil.copy(CONFIG, root / "nbgrader_config.py")
     shutil.copytree(SOLUTIONS, root / "solutions")
-    release.generate(root / "nbgrader_config.py", quiet=True)
     return root
+
+
+_generated: set[str] = set()
+
+
+def fresh_release(course: Path, lab: str) -> Path:
+    """Release ``lab`` in the temporary course (once per session); returns the released notebook."""
+    if lab not in _generated:
+        release.generate(course / "nbgrader_config.py", [lab], quiet=True)
+        _generated.add(lab)
+    return course / "labs" / lab / f"{lab}.ipynb"
 
 
 # --------------------------------------------------------------------------------------------- (a)
@@ -160,11 +170,16 @@ def _comparable(nb: nbformat.NotebookNode) -> list[tuple]:
 
 @pytest.mark.parametrize("lab", LABS)
 def test_release_up_to_date(lab: str, course: Path) -> None:
-    fresh, committed = _read(course / "labs" / lab / f"{lab}.ipynb"), _read(_released(lab))
+    fresh, committed = _read(fresh_release(course, lab)), _read(_released(lab))
     assert _comparable(fresh) == _comparable(committed) and fresh.metadata == committed.metadata, (
         f"labs/{lab} is out of date with solutions/{lab}: run `make release` and commit labs/")
     extra = {p.name for p in (course / "labs" / lab).iterdir()} ^ {p.name for p in (LABS_DIR / lab).iterdir()}
     assert not extra, f"labs/{lab} and a fresh release differ in files: {sorted(extra)}"
+
+
+def test_no_stale_releases() -> None:
+    stale = sorted(p.name for p in LABS_DIR.iterdir() if p.is_dir() and p.name not in LABS)
+    assert not stale, f"labs/ has folders without a solution in solutions/: {stale}"
 
 
 # --------------------------------------------------------------------------------------------- (e)
@@ -186,7 +201,7 @@ def _filled_in(released: nbformat.NotebookNode, solution: nbformat.NotebookNode)
 def test_autograde_round_trip(lab: str, course: Path) -> None:
     from nbgrader.api import Gradebook
 
-    released = _read(course / "labs" / lab / f"{lab}.ipynb")
+    released = _read(fresh_release(course, lab))
     submissions = {"solution": _filled_in(released, _read(_solution(lab))), "blank": released}
     api = release.make_api(course / "nbgrader_config.py")
     for student, nb in submissions.items():
