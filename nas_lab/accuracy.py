@@ -119,6 +119,16 @@ def load_dataset(path: str | Path, space: SearchSpace | None = None) -> Dataset:
     return Dataset(archs, acc, extra)
 
 
+def cost_mismatch(data: Dataset, space: SearchSpace | None = None) -> dict[str, float]:
+    """Largest |CSV value - analytic value| of each cost column the data set has (macs, params, peak_memory_kb).
+
+    The data set's costs come from counting the built subnets; they must equal the formulas of
+    :mod:`nas_lab.efficiency` (up to the CSV's rounding).
+    """
+    analytic = costs_genes(to_genes(data.archs, space), space)
+    return {k: float(np.max(np.abs(data.extra[k] - analytic[k]))) for k in analytic if k in data.extra}
+
+
 def save_dataset(data: Dataset, path: str | Path, space: SearchSpace | None = None) -> Path:
     """Write ``arch, accuracy (percent), macs, params, peak_memory_kb`` rows (analytic costs added)."""
     c = costs_genes(to_genes(data.archs, space), space)

@@ -132,6 +132,11 @@ def _train(args: argparse.Namespace) -> int:
         data = accuracy.load_dataset(dataset)
     except (artifacts.ArtifactError, FileNotFoundError, ValueError) as err:
         return _error(str(err), 1)
+    mismatch = accuracy.cost_mismatch(data)
+    tolerance = {"macs": 1e-3, "params": 0.5, "peak_memory_kb": 1e-3}  # the CSV rounds to 4 decimals
+    if any(v > tolerance[k] for k, v in mismatch.items()):
+        print(f"warning: the data set's cost columns differ from the analytic formulas (max |diff| {mismatch})",
+              file=sys.stderr)
     torch.set_num_threads(1)  # deterministic and polite; the MLP trains in seconds anyway
     model, report = accuracy.train_and_evaluate(data, args.seed, args.test_fraction, args.epochs)
     out = args.out or artifacts.data_dir() / accuracy.PREDICTOR_NAME

@@ -229,16 +229,22 @@ def sample_feasible(n: int, model: CostModel, constraints: Mapping[str, float], 
 
 
 def _repair(make: Callable[[np.ndarray, np.ndarray], np.ndarray], a: np.ndarray, b: np.ndarray, model: CostModel,
-            constraints: Mapping[str, float], rounds: int) -> np.ndarray:
-    """Children ``make(a, b)``; infeasible ones are remade (same parents) up to ``rounds`` times, then the
-    parent in ``a`` is copied (it meets the constraints)."""
+            constraints: Mapping[str, float], tries: int, width: int = 8) -> np.ndarray:
+    """Children ``make(a, b)``; each infeasible one is redrawn from the same parents (``width`` draws at a time,
+    the first feasible one kept) up to ``tries`` times in all, then the parent in ``a`` is copied."""
     children = make(a, b)
-    bad = ~model.feasible(children, constraints) if constraints else np.zeros(len(children), bool)
-    for _ in range(rounds):
-        if not bad.any():
+    if not constraints:
+        return children
+    bad = np.nonzero(~model.feasible(children, constraints))[0]
+    for _ in range(max(1, -(-tries // width))):
+        if not len(bad):
             return children
-        children[bad] = make(a[bad], b[bad])
-        bad[bad] = ~model.feasible(children[bad], constraints)
+        rep = np.repeat(bad, width)
+        cand = make(a[rep], b[rep]).reshape(len(bad), width, -1)
+        ok = model.feasible(cand.reshape(len(rep), -1), constraints).reshape(len(bad), width)
+        hit = ok.any(1)
+        children[bad[hit]] = cand[hit, ok[hit].argmax(1)]
+        bad = bad[~hit]
     children[bad] = a[bad]
     return children
 
@@ -276,11 +282,11 @@ def evolution_search(predictor: Predictor, constraints: Mapping[str, float] | No
                      mutate_prob: float = 0.1, resolution_prob: float = 0.5, seed: int = 0,
                      select: Callable[[np.ndarray, int], np.ndarray] = select_parents,
                      cross: Crossover = crossover,
-                     max_tries: int = 200_000, repair_rounds: int = 50,
+                     max_tries: int = 200_000, child_tries: int = 200,
                      progress: Callable[[int], None] | None = None) -> SearchResult:
     """OFA's evolution: keep the best ``parent_ratio``, add mutants of random parents (``mutation_ratio``) and
     crossovers of random parent pairs (the rest), each redrawn until it meets the constraints (at most
-    ``repair_rounds`` times, then the parent is copied). History: best / mean predicted accuracy of the
+    ``child_tries`` times, then the parent is copied). History: best / mean predicted accuracy of the
     population and queries so far, per generation (generation 0 = the initial population)."""
     start, constraints = time.perf_counter(), check_constraints(constraints)
     model = CostModel(space, latency_table)
@@ -309,9 +315,9 @@ def evolution_search(predictor: Predictor, constraints: Mapping[str, float] | No
     for g in range(1, generations + 1):
         parents = genes[select(scores, n_par)]
         src = parents[rng.integers(n_par, size=n_mut)]
-        mutants = _repair(mutant, src, src, model, constraints, repair_rounds)
+        mutants = _repair(mutant, src, src, model, constraints, child_tries)
         pa, pb = parents[rng.integers(n_par, size=n_cross)], parents[rng.integers(n_par, size=n_cross)]
-        children = _repair(child, pa, pb, model, constraints, repair_rounds)
+        children = _repair(child, pa, pb, model, constraints, child_tries)
         genes = np.concatenate([parents, mutants, children])
         scores = scorer(genes)
         log(g)

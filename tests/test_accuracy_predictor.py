@@ -131,6 +131,9 @@ def test_dataset_csv_round_trip_and_units(tmp_path, data):
     assert back.archs == small.archs
     np.testing.assert_allclose(back.accuracy, small.accuracy, atol=1e-4)
     assert set(back.extra) == {"macs", "params", "peak_memory_kb"}
+    assert max(acc.cost_mismatch(back).values()) < 1e-3  # the CSV's costs are the analytic ones, rounded
+    back.extra["macs"][3] += 0.5
+    assert acc.cost_mismatch(back)["macs"] == pytest.approx(0.5, abs=1e-3)
     frac = tmp_path / "f.csv"
     rows = "".join(f"{a},{v / 100}\n" for a, v in zip(small.archs, small.accuracy))
     frac.write_text("arch,minival_accuracy\n" + rows)
