@@ -124,3 +124,12 @@ def test_restricted_sub_space():
         SPACE.restrict(kernels=(9,))
     with pytest.raises(ArchError, match="unknown dimension"):
         SPACE.restrict(kernel=(3,))
+
+
+def test_a_shallower_sub_space_keeps_the_parent_skeleton():
+    shallow = SPACE.restrict(depths=(1,))
+    assert shallow.max_depth == SPACE.max_depth and shallow.num_slots == SPACE.num_slots
+    assert shallow.size() == 9 ** 4 * 12
+    a = shallow.sample(random.Random(0))
+    assert SPACE.validate(a) is a and a.depths == (1, 1, 1, 1)
+    assert SPACE.parse(str(a)) == a
