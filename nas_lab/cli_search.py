@@ -126,9 +126,7 @@ def _train(args: argparse.Namespace) -> int:
     from nas_lab import accuracy, artifacts
 
     try:
-        dataset = args.dataset or accuracy.shipped_path(accuracy.DATASET_NAME,
-                                                        "see the supernet docs: the accuracy data set is built by "
-                                                        "evaluating subnets of the trained supernet")
+        dataset = args.dataset or accuracy.shipped_path(accuracy.DATASET_NAME, "nas-lab build-accuracy-dataset")
         data = accuracy.load_dataset(dataset)
     except (artifacts.ArtifactError, FileNotFoundError, ValueError) as err:
         return _error(str(err), 1)
