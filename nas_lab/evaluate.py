@@ -64,9 +64,13 @@ def accuracy(model: torch.nn.Module, split: str = "minival", resolution: int = 2
 
 
 def evaluate_arch(arch: Arch | str, split: str = "test", net: OFASupernet | None = None,
-                  limit: int | None = None) -> float:
-    """Accuracy (percent) of a subnet of the shipped supernet: extract, recalibrate, evaluate on ``split``."""
+                  limit: int | None = None, calib_images: int = CALIB_IMAGES) -> float:
+    """Accuracy (percent) of a subnet of the shipped supernet: extract, recalibrate, evaluate on ``split``.
+
+    ``limit`` evaluates on the first images of the split only and ``calib_images`` recalibrates BN on fewer
+    minival images: both trade precision for speed (the labs use them to stay within minutes on a laptop).
+    """
     net = net or load_supernet()
     if isinstance(arch, str):
         arch = net.space.parse(arch)
-    return accuracy(extract(net, arch), split, arch.resolution, limit)
+    return accuracy(extract(net, arch, calib_images), split, arch.resolution, limit)
