@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from nas_lab.artifacts import verified_path
 from nas_lab.efficiency import active_mask, costs_genes, to_genes
 from nas_lab.space import Arch, SearchSpace
 
@@ -36,20 +37,6 @@ PREDICTOR_NAME = "accuracy_predictor.safetensors"
 DATASET_NAME = "accuracy_dataset.csv"
 REBUILD = "nas-lab train-predictor"
 ACCURACY_COLUMNS = ("accuracy", "minival_accuracy", "acc", "top1")
-
-
-def shipped_path(name: str, rebuild: str) -> Path:
-    """``data/<name>`` checked against the manifest; a missing file's error names the file and ``rebuild``."""
-    from nas_lab.artifacts import ArtifactError, data_dir, load_manifest, verified_path
-
-    try:
-        listed = name in load_manifest()
-    except ArtifactError:
-        listed = False
-    if not listed:
-        path = data_dir() / name
-        raise ArtifactError(f"{path} is missing (not yet built or not in the manifest); build it with: {rebuild}")
-    return verified_path(name)
 
 
 # ---- encoding ---------------------------------------------------------------------------------------
@@ -318,7 +305,7 @@ class MLPPredictor(_Predictor):
     @classmethod
     def shipped(cls) -> "MLPPredictor":
         """The trained predictor in ``data/`` (a clear error names the rebuild command if missing)."""
-        return cls.load(shipped_path(PREDICTOR_NAME, REBUILD))
+        return cls.load(verified_path(PREDICTOR_NAME, REBUILD))
 
 
 def train_and_evaluate(data: Dataset, seed: int = 0, test_fraction: float = 0.2, epochs: int = 40,

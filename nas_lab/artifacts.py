@@ -52,15 +52,17 @@ def load_manifest() -> dict[str, dict[str, str]]:
 _verified: dict[str, tuple[str, float, int]] = {}
 
 
-def verified_path(name: str) -> Path:
+def verified_path(name: str, rebuild: str | None = None) -> Path:
     """Absolute path of the shipped file ``name`` (relative to ``data/``), checked against the manifest.
 
     Raises :class:`ArtifactError` naming the file and the command that rebuilds it when the file is
-    missing or its sha256 differs. The hash is cached per file modification time.
+    missing or its sha256 differs. ``rebuild`` is the command to name for a file not (yet) in the
+    manifest. The hash is cached per path, modification time and size.
     """
     manifest = load_manifest()
     if name not in manifest:
-        raise ArtifactError(f"data/{name} is not listed in data/{MANIFEST_NAME}")
+        hint = f"; build it with: {rebuild}" if rebuild else ""
+        raise ArtifactError(f"{data_dir() / name} is missing (not in data/{MANIFEST_NAME}){hint}")
     entry = manifest[name]
     path = data_dir() / name
     how = f"rebuild it with: {entry['rebuild']}"

@@ -49,10 +49,12 @@ command("info", "versions, search space and shipped artifacts (checksums verifie
 
 def build_parser() -> argparse.ArgumentParser:
     _load_plugins()
-    parser = argparse.ArgumentParser(prog="nas-lab", description="Neural Architecture Search course lab tools.")
+    parser = argparse.ArgumentParser(prog="nas-lab", description="Neural Architecture Search course lab tools.",
+                                     allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (configure, _, help_text) in sorted(_COMMANDS.items()):
-        configure(sub.add_parser(name, help=help_text, description=help_text))
+        # no abbreviations: a half-typed or misspelt option is an error, never silently another option
+        configure(sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False))
     return parser
 
 

@@ -126,7 +126,7 @@ def _train(args: argparse.Namespace) -> int:
     from nas_lab import accuracy, artifacts
 
     try:
-        dataset = args.dataset or accuracy.shipped_path(accuracy.DATASET_NAME, "nas-lab build-accuracy-dataset")
+        dataset = args.dataset or artifacts.verified_path(accuracy.DATASET_NAME, "nas-lab build-accuracy-dataset")
         data = accuracy.load_dataset(dataset)
     except (artifacts.ArtifactError, FileNotFoundError, ValueError) as err:
         return _error(str(err), 1)

@@ -25,9 +25,11 @@ WEIGHTS, CONFIG = "supernet.safetensors", "supernet.json"
 def _load_cached() -> OFASupernet:
     from safetensors.torch import load_file
 
-    config = json.loads(verified_path(CONFIG).read_text())
+    from nas_lab.cli_supernet import SUPERNET_REBUILD
+
+    config = json.loads(verified_path(CONFIG, SUPERNET_REBUILD).read_text())
     net = OFASupernet.from_config(config)
-    state = load_file(str(verified_path(WEIGHTS)))
+    state = load_file(str(verified_path(WEIGHTS, SUPERNET_REBUILD)))
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ArtifactError(f"data/{WEIGHTS} does not match the supernet: missing {missing[:3]}, "

@@ -180,8 +180,8 @@ class LatencyTable:
     @classmethod
     def shipped(cls) -> "LatencyTable":
         """The table in ``data/`` (checked against the manifest; a clear error names the rebuild command)."""
-        from nas_lab.accuracy import shipped_path
-        return cls.load(shipped_path(TABLE_NAME, REBUILD))
+        from nas_lab.artifacts import verified_path
+        return cls.load(verified_path(TABLE_NAME, REBUILD))
 
 
 def measure_table(space: SearchSpace | None = None, threads: int = 1, min_run_time: float = 0.05,

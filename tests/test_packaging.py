@@ -136,5 +136,5 @@ def test_missing_file_names_rebuild_command(data_copy: Path) -> None:
     (data_copy / SMALL).unlink()
     with pytest.raises(artifacts.ArtifactError, match="missing; rebuild it with"):
         artifacts.verified_path(SMALL)
-    with pytest.raises(artifacts.ArtifactError, match="not listed"):
+    with pytest.raises(artifacts.ArtifactError, match="not in data/manifest.json"):
         artifacts.verified_path("fashion-mnist/nope.gz")
