@@ -157,6 +157,7 @@ def test_train_predictor_cli(tmp_path, data, capsys):
 
 def test_missing_shipped_predictor_names_the_file_and_command(tmp_path, monkeypatch):
     monkeypatch.setenv("NAS_LAB_DATA", str(tmp_path))
+    (tmp_path / "manifest.json").write_text('{"files": {}}')  # a manifest without the predictor
     from nas_lab.artifacts import ArtifactError
     with pytest.raises(ArtifactError, match=r"accuracy_predictor\.safetensors.*nas-lab train-predictor"):
         acc.MLPPredictor.shipped()
