@@ -76,4 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the registry of the importable module: plugins register into ``nas_lab.cli``, not ``__main__``
+    from nas_lab.cli import main as _main
+
+    sys.exit(_main())

@@ -82,18 +82,3 @@ def build(out_csv: Path, n: int = 2000, seed: int = 0, progress: bool = True) ->
         print(f"measured {n - len(done)} subnets in {time.time() - t0:.0f} s")
     return out_csv
 
-
-def load(path: Path | None = None) -> list[dict]:
-    """Rows of the accuracy data set (the shipped one by default) with typed values and parsed ``Arch``."""
-    from nas_lab.artifacts import verified_path
-
-    path = path or verified_path("accuracy_dataset.csv")
-    space = SearchSpace()
-    rows = []
-    with open(path) as f:
-        for row in csv.DictReader(f):
-            rows.append({"arch": space.parse(row["arch"]), "resolution": int(row["resolution"]),
-                         "width": float(row["width"]), "accuracy": float(row["accuracy"]),
-                         "macs": float(row["macs"]), "params": int(row["params"]),
-                         "peak_memory_kb": float(row["peak_memory_kb"])})
-    return rows

@@ -1,0 +1,68 @@
+"""The accuracy data set builder and the evaluate CLI, on the shipped supernet (small, fast cases)."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from nas_lab import efficiency
+from nas_lab.dataset_builder import build, planned_archs
+from nas_lab.space import SearchSpace
+
+SPACE = SearchSpace()
+
+
+def test_plan_is_balanced_distinct_and_seeded():
+    plan = planned_archs(SPACE, 120, seed=0)
+    assert len(set(plan)) == 120 and plan == planned_archs(SPACE, 120, seed=0)
+    assert plan != planned_archs(SPACE, 120, seed=1)
+    pairs = [(a.resolution, a.width) for a in plan]
+    assert all(pairs.count(p) == 10 for p in set(pairs)) and len(set(pairs)) == 12  # every width, 1.0 included
+
+
+def test_build_writes_measured_rows_and_resumes(tmp_path, monkeypatch):
+    import nas_lab.dataset_builder as builder
+    import nas_lab.evaluate as evaluate
+
+    real_accuracy = evaluate.accuracy
+    monkeypatch.setattr(evaluate, "accuracy", lambda m, split, res, limit=None: real_accuracy(m, split, res, 200))
+    out = tmp_path / "acc.csv"
+    build(out, n=2, seed=3, progress=False)
+    build(out, n=3, seed=3, progress=False)  # resumes: keeps the two rows, adds the third
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    plan = planned_archs(SPACE, 3, seed=3)
+    assert [r["arch"] for r in rows] == [str(a) for a in plan]
+    assert tuple(rows[0]) == builder.COLUMNS
+    for row, arch in zip(rows, plan):
+        c = efficiency.costs(arch)  # analytic costs agree with the counted ones in the CSV
+        assert float(row["macs"]) == pytest.approx(c.macs, abs=1e-4)
+        assert int(row["params"]) == c.params
+        assert float(row["peak_memory_kb"]) == pytest.approx(c.peak_memory_kb, abs=1e-4)
+        assert 0 <= float(row["accuracy"]) <= 100
+    with pytest.raises(RuntimeError, match="another plan"):
+        build(out, n=3, seed=4, progress=False)
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "nas_lab.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_evaluate_cli_json():
+    proc = _cli("evaluate", "--arch", "smallest", "--split", "minival", "--limit", "300", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert {"arch", "accuracy", "macs", "params", "peak_memory_kb"} <= set(result)
+    smallest = efficiency.costs(SPACE.smallest())
+    assert result["arch"] == str(SPACE.smallest()) and result["params"] == smallest.params
+    assert result["macs"] == pytest.approx(smallest.macs, abs=1e-4) and 10 < result["accuracy"] <= 100
+
+
+@pytest.mark.parametrize("arch, fragment", [("r32_w1.0_k3e3_k3e3_k3e3_k3e3", "allowed values: [16, 20, 24, 28]"),
+                                            ("r28_w1.0_k4e3_k3e3_k3e3_k3e3", "allowed values: [3, 5, 7]"),
+                                            ("biggest", "malformed")])
+def test_evaluate_cli_rejects_archs_outside_the_space(arch, fragment):
+    proc = _cli("evaluate", "--arch", arch)
+    assert proc.returncode != 0 and fragment in proc.stderr
