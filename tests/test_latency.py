@@ -110,6 +110,7 @@ def test_layer_module_runs_the_layer_shape():
 
 def test_missing_shipped_table_names_the_file_and_command(tmp_path, monkeypatch):
     monkeypatch.setenv("NAS_LAB_DATA", str(tmp_path))
+    (tmp_path / "manifest.json").write_text('{"files": {}}')  # a manifest without the table
     from nas_lab.artifacts import ArtifactError
     with pytest.raises(ArtifactError, match=r"latency_table\.json.*nas-lab measure-latency"):
         lat.LatencyTable.shipped()
