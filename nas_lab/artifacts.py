@@ -59,7 +59,12 @@ def verified_path(name: str, rebuild: str | None = None) -> Path:
     missing or its sha256 differs. ``rebuild`` is the command to name for a file not (yet) in the
     manifest. The hash is cached per path, modification time and size.
     """
-    manifest = load_manifest()
+    try:
+        manifest = load_manifest()
+    except ArtifactError as err:
+        if not rebuild:
+            raise
+        raise ArtifactError(f"{data_dir() / name} cannot be verified ({err}); build it with: {rebuild}") from None
     if name not in manifest:
         hint = f"; build it with: {rebuild}" if rebuild else ""
         raise ArtifactError(f"{data_dir() / name} is missing (not in data/{MANIFEST_NAME}){hint}")
