@@ -1,0 +1,224 @@
+"""Adversarial and honest submissions for the grader's tests, built at test time from a lab's release.
+
+Each case is a small recipe (a base notebook, edits, the way it is handed in) and the outcome expected
+from ``nas-lab grade``: the status and the autograded total. The base is the released notebook of the
+lab (``release``) or the release with the solution's answers filled in (``solution``), so the corpus
+follows the labs as they change; only the snippets below are stored.
+
+``build(folder, cases, release, solution)`` writes one submission per case under ``folder``, as a
+student folder (``<case>/<name>.ipynb``), a zip (``<case>.zip``) or a bare notebook (``<case>.ipynb``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_notebook
+
+
+@dataclass
+class Case:
+    """One submission: how to make it and what the grader must make of it."""
+
+    name: str
+    status: str
+    total: float | None  # autograded points expected (None: do not check)
+    base: str = "solution"  # "solution" or "release"
+    edits: list[tuple] = field(default_factory=list)
+    packaging: str = "folder"  # folder / zip / flat
+    filename: str = ""  # default <lab>.ipynb
+    raw: bytes | None = None  # write these bytes instead of a notebook
+    no_notebook: bool = False  # hand in only the extra files
+    extra_files: dict[str, bytes] = field(default_factory=dict)
+    flags: tuple[str, ...] = ()  # flags that must be present
+    scores: dict[str, float] = field(default_factory=dict)  # per-question scores to check
+
+
+# ----------------------------------------------------------------------------------------- snippets
+
+LOOP = "while True:\n    pass\n"
+IGNORE_INTERRUPT = "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass\n"
+OS_EXIT = "import os\nos._exit(1)\n"
+MEMORY_BOMB = ("def _bomb():\n    chunks = []\n    while True:\n        chunks.append(bytearray(50_000_000))\n\n\n"
+               "_bomb()\n")
+ALWAYS_EQUAL = "class _AlwaysEqual:\n    def __eq__(self, other):\n        return True\n\n    __hash__ = None\n"
+PATCH_EVERYTHING = ("import builtins\nimport math\n\nimport numpy as np\n\n"
+                    "np.testing.assert_allclose = lambda *a, **k: None\nmath.isclose = lambda *a, **k: True\n"
+                    "builtins.abs = lambda x: 0\nbuiltins.print = lambda *a, **k: None\n")
+SKIP_TESTS = "get_ipython().input_transformers_cleanup.append(lambda lines: [])\n"
+HIDE_ERRORS = ("get_ipython().showtraceback = lambda *a, **k: None\n"
+               "get_ipython()._showtraceback = lambda *a, **k: None\n")
+CORRUPT_DATA = ("from nas_lab.artifacts import data_dir\n\nfor _p in sorted(data_dir().rglob('*.gz')):\n"
+                "    _p.write_bytes(b'corrupted by a submission')\n")
+HUGE_OUTPUT = "print('x' * 50_000_000)\n"
+EXFILTRATE = ("import sys\n\nLEAK = []\n\n\ndef mean(xs):\n"
+              "    LEAK.append({k: v for k, v in sys._getframe(1).f_globals.items() if k.startswith('_hidden')})\n"
+              "    return float(np.mean(xs))\n")
+SLEEP = "import time\ntime.sleep(4)\n"
+
+
+def tiny_cases() -> list[Case]:
+    """The full battery, on the tiny fixture lab (q1: 2 points, q2: 3 points, q3: 1 point by a TA)."""
+    return [
+        Case("honest", "ok", 5),
+        Case("honest_zip", "ok", 5, packaging="zip", filename="submission/tiny_lab.ipynb"),
+        Case("renamed", "renamed", 5, filename="Tiny Lab - final (1).ipynb", flags=("renamed",)),
+        Case("flat_file", "ok", 5, packaging="flat"),
+        Case("blank", "ok", 0, base="release"),
+        Case("hardcoded", "ok", 2, edits=[("answer", "q2_answer", "replace", "def mean(xs):\n    return 2.0\n")],
+             scores={"q1_test": 2, "q2_test": 0}),
+        Case("infinite_loop", "cell_timeout", 2, edits=[("answer", "q2_answer", "prepend", LOOP)]),
+        Case("ignores_interrupt", "cell_timeout", 2, edits=[("answer", "q2_answer", "prepend", IGNORE_INTERRUPT)]),
+        Case("os_exit", "kernel_died", 2, edits=[("answer", "q2_answer", "append", OS_EXIT)]),
+        Case("os_exit_in_test", "kernel_died", 3,
+             edits=[("answer", "q1_answer", "replace", "def add(a, b):\n    import os\n    os._exit(0)\n")]),
+        Case("sys_exit", "exited", 5, edits=[("answer", "q1_answer", "append", "import sys\nsys.exit(0)\n")]),
+        Case("exit_call", "exited", 5, edits=[("answer", "q2_answer", "append", "exit()\n")]),
+        Case("memory_bomb", "memory_limit", 2, edits=[("answer", "q2_answer", "prepend", MEMORY_BOMB)]),
+        Case("tests_deleted", "restored", 5, edits=[("delete", "q1_test"), ("delete", "q2_test"),
+                                                    ("delete", "setup")], flags=("test_deleted",)),
+        Case("tests_edited", "restored", 0, base="release",
+             edits=[("edit", "q1_test", "pass"), ("edit", "q2_test", "assert True")], flags=("test_edited",)),
+        Case("test_copied", "restored", 5, edits=[("duplicate", "q1_test", "start"), ("duplicate", "q2_test", "end")],
+             flags=("duplicate_cell",)),
+        Case("metadata_edited", "restored", 0, base="release",
+             edits=[("metadata", "q1_test", {"grade": False, "locked": False, "points": 100})],
+             flags=("metadata_edited",)),
+        Case("type_changed", "restored", 5, edits=[("celltype", "q1_test", "markdown")]),
+        Case("always_equal", "review", 3, edits=[("answer", "q1_answer", "replace",
+                                                  ALWAYS_EQUAL + "\n\ndef add(a, b):\n    return _AlwaysEqual()\n")],
+             scores={"q1_test": 0, "q2_test": 3}),
+        Case("patched_libraries", "review", 2, edits=[
+            ("answer", "q2_answer", "replace", PATCH_EVERYTHING + "\n\ndef mean(xs):\n    return 0.0\n")],
+             flags=("patched",), scores={"q1_test": 2, "q2_test": 0}),
+        Case("shadowed_builtin", "ok", 2, edits=[
+            ("answer", "q2_answer", "replace", "def abs(x):\n    return 0\n\n\ndef mean(xs):\n    return 0.0\n")]),
+        Case("skip_tests", "review", 0, base="release", edits=[("add", "setup", SKIP_TESTS)], flags=("patched",)),
+        Case("hide_errors", "review", 0, base="release", edits=[("add", "setup", HIDE_ERRORS)], flags=("patched",)),
+        Case("tamper_in_test", "tampered", 3, edits=[("answer", "q1_answer", "replace",
+             "def add(a, b):\n    import numpy\n    numpy.testing.assert_allclose = lambda *a, **k: None\n"
+             "    return a + b\n")], scores={"q1_test": 0, "q2_test": 3}),
+        Case("corrupt_data", "review", 5, edits=[("answer", "q1_answer", "append", CORRUPT_DATA)],
+             flags=("files_restored",)),
+        Case("huge_output", "output_truncated", 5, edits=[("answer", "q1_answer", "append", HUGE_OUTPUT)]),
+        Case("exfiltrate", "review", 5, edits=[("answer", "q2_answer", "replace", EXFILTRATE),
+                                               ("add", "q3_answer", "print('LEAK', LEAK)")]),
+        Case("slow", "timeout", 2, edits=[("add", "q1_test", SLEEP)] * 12),
+        Case("wrong_lab", "wrong_lab", 0, base="other_lab"),
+        Case("not_a_lab", "wrong_lab", 0, raw=nbformat.writes(new_notebook(cells=[new_code_cell("1 + 1")])).encode()),
+        Case("empty_file", "invalid", 0, raw=b""),
+        Case("not_json", "invalid", 0, raw=b'{"cells": [{"cell_type": "code", "sou'),
+        Case("malformed", "invalid", 0, raw=json.dumps({"cells": "oops", "nbformat": 4}).encode()),
+        Case("bad_zip", "invalid", 0, packaging="zip", raw=b"PK\x03\x04 this is not a zip"),
+        Case("missing", "missing", 0, no_notebook=True, extra_files={"README.txt": b"I forgot the notebook"}),
+        Case("two_notebooks", "ambiguous", 0, filename="copy1.ipynb", extra_files={"copy2.ipynb": b"<solution>"}),
+    ]
+
+
+def lab1_cases() -> list[Case]:
+    """A few cases on Lab 1, whose tests are the real ones (18 autograded points); the tiny lab has the
+    rest. Q4-Q6 build on Q1's ``linear_macs`` (``module_macs`` of a linear layer, VGG-16's classifier), so
+    a wrong Q1 costs them too."""
+    return [
+        Case("honest", "ok", 18),
+        Case("blank", "ok", 0, base="release"),
+        Case("hardcoded", "ok", 8, edits=[("answer", "q1_answer", "replace",
+             "def linear_macs(in_features, out_features):\n"
+             "    return {(4096, 1000): 4_096_000, (3, 2): 6}[in_features, out_features]\n\n\n"
+             "def linear_params(in_features, out_features, bias=True):\n"
+             "    known = {(4096, 1000, True): 4_097_000, (3, 2, True): 8, (3, 2, False): 6}\n"
+             "    return known[in_features, out_features, bias]\n")],
+             scores={"q1_test": 0, "q2_test": 3, "q3_test": 2, "q8_test": 3}),
+        Case("always_equal", "review", 8, edits=[("answer", "q1_answer", "replace", ALWAYS_EQUAL +
+             "\n\ndef linear_macs(in_features, out_features):\n    return _AlwaysEqual()\n\n\n"
+             "def linear_params(in_features, out_features, bias=True):\n    return _AlwaysEqual()\n")],
+             scores={"q1_test": 0, "q2_test": 3}),
+        Case("tamper_in_test", "tampered", 10, edits=[("answer", "q1_answer", "append",
+             "import importlib\n_linear_macs = linear_macs\n\n\ndef linear_macs(in_features, out_features):\n"
+             "    importlib.reload = lambda module: module\n    return _linear_macs(in_features, out_features)\n")],
+             scores={"q1_test": 0, "q2_test": 3, "q4_test": 0, "q5_test": 0}),
+    ]
+
+
+# ------------------------------------------------------------------------------------------- making
+
+
+def _gid(cell) -> str | None:  # noqa: ANN001
+    return cell.metadata.get("nbgrader", {}).get("grade_id")
+
+
+def filled(release: nbformat.NotebookNode, solution: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The release with every answer cell replaced by the solution's (markers removed)."""
+    answers = {_gid(c): c.source for c in solution.cells if c.metadata.get("nbgrader", {}).get("solution")}
+    nb = nbformat.from_dict(release)
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("solution"):
+            cell.source = re.sub(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n?", "", answers[_gid(cell)],
+                                 flags=re.MULTILINE)
+    return nb
+
+
+def _apply(nb: nbformat.NotebookNode, edit: tuple) -> None:
+    kind, gid = edit[0], edit[1]
+    index = next(i for i, c in enumerate(nb.cells) if _gid(c) == gid)
+    cell = nb.cells[index]
+    if kind == "answer":
+        mode, code = edit[2], edit[3]
+        cell.source = {"prepend": code + "\n" + cell.source, "append": cell.source + "\n" + code,
+                       "replace": code}[mode]
+    elif kind == "delete":
+        del nb.cells[index]
+    elif kind == "edit":
+        cell.source = edit[2]
+    elif kind == "duplicate":
+        copy = nbformat.from_dict(json.loads(json.dumps(cell)))
+        nb.cells.insert(0 if edit[2] == "start" else len(nb.cells), copy)
+    elif kind == "metadata":
+        cell.metadata.nbgrader.update(edit[2])
+    elif kind == "celltype":
+        cell.cell_type = edit[2]
+        cell.pop("outputs", None)
+        cell.pop("execution_count", None)
+    elif kind == "add":
+        nb.cells.insert(index + 1, new_code_cell(edit[2]))
+
+
+def build(folder: Path, cases: list[Case], lab: str, release: nbformat.NotebookNode,
+          solution: nbformat.NotebookNode, other_release: nbformat.NotebookNode | None = None) -> None:
+    """Write one submission per case into ``folder`` (see the module docstring)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    good = filled(release, solution)
+    for case in cases:
+        base = {"solution": good, "release": release, "other_lab": other_release}[case.base]
+        nb = nbformat.from_dict(json.loads(json.dumps(base)))
+        for edit in case.edits:
+            _apply(nb, edit)
+        data = case.raw if case.raw is not None else nbformat.writes(nb).encode()
+        name = case.filename or f"{lab}.ipynb"
+        extra = {k: (nbformat.writes(good).encode() if v == b"<solution>" else v) for k, v in case.extra_files.items()}
+        if case.packaging == "flat":
+            (folder / f"{case.name}.ipynb").write_bytes(data)
+        elif case.packaging == "zip":
+            if case.raw is not None and not case.filename:
+                (folder / f"{case.name}.zip").write_bytes(data)
+                continue
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w") as zf:
+                zf.writestr(name, data)
+                zf.writestr("__MACOSX/._" + Path(name).name, b"resource fork")
+                for k, v in extra.items():
+                    zf.writestr(k, v)
+            (folder / f"{case.name}.zip").write_bytes(buf.getvalue())
+        else:
+            (folder / case.name).mkdir()
+            if not case.no_notebook:
+                (folder / case.name / name).parent.mkdir(parents=True, exist_ok=True)
+                (folder / case.name / name).write_bytes(data)
+            for k, v in extra.items():
+                (folder / case.name / k).write_bytes(v)
