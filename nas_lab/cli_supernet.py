@@ -53,20 +53,22 @@ def _evaluate_configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", required=True, help="an arch string (r28_w1.0_k7e6-..._...), 'largest' or 'smallest'")
     p.add_argument("--split", choices=("test", "minival"), default="test")
     p.add_argument("--limit", type=int, default=None, help="evaluate on the first N images only")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="a training checkpoint instead of the shipped supernet (e.g. a from-scratch baseline)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from nas_lab.artifacts import ArtifactError
     from nas_lab.dataset_builder import measure_costs
-    from nas_lab.evaluate import accuracy, extract, load_supernet
+    from nas_lab.evaluate import accuracy, extract, load_checkpoint, load_supernet
     from nas_lab.space import ArchError, SearchSpace
 
     try:
         arch = SearchSpace().parse(args.arch)  # validate before loading anything
-        net = load_supernet()
+        net = load_checkpoint(args.checkpoint) if args.checkpoint else load_supernet()
         arch = net.space.parse(args.arch)
-    except (ArchError, ArtifactError) as err:
+    except (ArchError, ArtifactError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     sub = extract(net, arch)

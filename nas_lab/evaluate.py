@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 
@@ -42,6 +43,14 @@ def load_supernet() -> OFASupernet:
     net = _load_cached()
     net.set_active_subnet(net.space.largest())
     return net
+
+
+def load_checkpoint(path: str | Path) -> OFASupernet:
+    """A supernet from a training checkpoint (``runs/.../checkpoint.pt``), loaded with ``weights_only=True``."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    net = OFASupernet.from_config(json.loads(state["space"]))
+    net.load_state_dict(state["model"])
+    return net.eval()
 
 
 def extract(net: OFASupernet, arch: Arch, calib_images: int = CALIB_IMAGES) -> Subnet:

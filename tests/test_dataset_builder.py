@@ -66,3 +66,16 @@ def test_evaluate_cli_json():
 def test_evaluate_cli_rejects_archs_outside_the_space(arch, fragment):
     proc = _cli("evaluate", "--arch", arch)
     assert proc.returncode != 0 and fragment in proc.stderr
+
+
+def test_evaluate_cli_on_a_training_checkpoint(tmp_path):
+    from nas_lab.train import TrainConfig, train
+
+    train(TrainConfig(limit_steps=1, batch_size=16, train_limit=64, warmup_epochs=0, num_random=0, threads=1),
+          tmp_path, progress=False)
+    proc = _cli("evaluate", "--arch", "r20_w0.75_k3e4_k5e3_k7e6_k3e3", "--checkpoint", str(tmp_path / "checkpoint.pt"),
+                "--split", "minival", "--limit", "100", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["arch"] == "r20_w0.75_k3e4_k5e3_k7e6_k3e3"
+    missing = _cli("evaluate", "--arch", "smallest", "--checkpoint", str(tmp_path / "nope.pt"))
+    assert missing.returncode != 0 and "nope.pt" in missing.stderr
