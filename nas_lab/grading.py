@@ -57,22 +57,24 @@ STATUSES = {
 _FLAG_STATUS = {"patched": "review", "files_restored": "review", "suspicious": "review", "threads": "review",
                 "test_edited": "restored", "test_deleted": "restored", "locked_edited": "restored",
                 "cell_deleted": "restored", "duplicate_cell": "restored", "metadata_edited": "restored"}
+#: Code in answers that a TA should look at: (pattern, what, whether it can read the running tests, in which
+#: case the student's own cell outputs are left out of the feedback, lest they carry hidden values).
 SUSPICIOUS = [
     (r"get_ipython|IPython|ipykernel|InteractiveShell|showtraceback|_transformers|events\.register",
-     "uses IPython internals"),
-    (r"\bbuiltins\b|__builtins__|sys\.modules|__import__|sys\.meta_path", "touches builtins or the import system"),
+     "uses IPython internals", True),
+    (r"\bbuiltins\b|__builtins__|sys\.modules|__import__|sys\.meta_path",
+     "touches builtins or the import system", True),
     (r"\b(np|numpy|torch|math|nn|F|random|operator|unittest)(\.\w+)+\s*=(?!=)|setattr\(\s*(np|numpy|torch|math)\b",
-     "assigns to a library function"),
+     "assigns to a library function", False),
     (r"def\s+__(eq|ne|lt|le|gt|ge|bool|float|int|index|abs|sub|rsub|hash|torch_function|array\w*)__",
-     "defines comparison or conversion methods"),
+     "defines comparison or conversion methods", False),
     (r"sys\._getframe|\binspect\.|f_locals|f_globals|f_back|\bgc\.|ctypes|settrace|setprofile",
-     "inspects or changes running code"),
-    (r"\b_ih\b|\b_oh\b|\bIn\s*\[|\bOut\s*\[|linecache", "reads the kernel's input history"),
-    (r"os\.kill|\bsignal\.", "signals processes"),
+     "inspects or changes running code", True),
+    (r"\b_ih\b|\b_oh\b|\bIn\s*\[|\bOut\s*\[|linecache", "reads the kernel's input history", True),
+    (r"os\.kill|\bsignal\.", "signals processes", False),
     (r"subprocess|os\.system|os\.popen|\bsocket\b|urllib|requests\.|multiprocessing|threading",
-     "starts processes, threads or network access"),
-    (r"(from|import)\s+nas_lab", "imports nas_lab in an answer (the hidden tests' reference)"),
-    (r"data_dir\(|manifest\.json|NAS_LAB_DATA|open\([^)]*['\"][wa]b?\+?['\"]", "opens shipped data or writes files"),
+     "starts processes, threads or network access", False),
+    (r"data_dir\(|manifest\.json|NAS_LAB_DATA", "opens the shipped data folder", False),
 ]
 
 
@@ -88,18 +90,21 @@ def resolve_lab(lab: str | Path) -> Path:
     return p.resolve()
 
 
-def scan(nb: nbformat.NotebookNode) -> list[str]:
-    """Notes on suspicious code in the cells students wrote (advisory: status 'review')."""
-    found = []
+def scan(nb: nbformat.NotebookNode) -> tuple[list[str], bool]:
+    """Notes on suspicious code in the cells students wrote (advisory: status 'review'), and whether any of
+    it could read the running tests."""
+    found: dict[str, str] = {}
+    leaky = False
     for cell in nb.cells:
         meta = cell.metadata.get("nbgrader", {})
         if cell.cell_type != "code" or (meta.get("locked") and not meta.get("solution")):
             continue
-        for pattern, what in SUSPICIOUS:
+        for pattern, what, reads_tests in SUSPICIOUS:
             m = re.search(pattern, cell.source)
             if m and what not in found:
-                found.append(f"{what} ({meta.get('grade_id', 'added cell')}: {m.group(0)[:40]!r})")
-    return found
+                found[what] = f"{what} ({meta.get('grade_id', 'added cell')}: {m.group(0)[:40]!r})"
+                leaky = leaky or reads_tests
+    return list(found.values()), leaky
 
 
 def _status(flags: list[str]) -> str:
@@ -219,7 +224,7 @@ def grade(lab: str | Path, submissions: Path, out: Path | None = None, limits: L
             nb, notes, flags = normalise(sub.notebook, release)
             sub.notes += notes
             sub.flags += flags
-            suspicious = scan(nb)
+            suspicious, leaky = scan(nb)
             if suspicious:
                 sub.flags.append("suspicious")
                 sub.notes += [f"suspicious code: {s}" for s in suspicious]
@@ -232,7 +237,7 @@ def grade(lab: str | Path, submissions: Path, out: Path | None = None, limits: L
                 continue
             job = Job(student, work / "jobs" / student)
             job.folder.mkdir(mode=0o755)
-            prepare(job, course, site, name, nb, limits, sub.timestamp, strip_outputs=bool(suspicious))
+            prepare(job, course, site, name, nb, limits, sub.timestamp, strip_outputs=leaky)
             job.sub, job.key = sub, key  # type: ignore[attr-defined]
             jobs.append(job)
         if jobs and limits.sandbox_user and hasattr(os, "geteuid") and os.geteuid() == 0 and not sandboxed(limits):

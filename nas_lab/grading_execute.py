@@ -6,7 +6,7 @@ timeout) and adds what a class of real submissions needs:
 * a kernel that dies (``os._exit``, a crash, the memory limit) or a cell that ignores the interrupt
   after its timeout costs that cell only: the notebook is run again from a fresh kernel without it;
 * the in-kernel :mod:`nas_lab.grading_guard` restores monkeypatched functions before each test cell
-  and detects tampering during it; test cells run rewritten (:func:`rewrite_test`) so that values from
+  and detects tampering during it; test cells run rewritten (:mod:`nas_lab.grading_rewrite`) so that values from
   student code are checked before they are compared; an error-reporting canary runs before each test;
 * hidden tests run as a separate execution after the visible part has passed, so that their source
   never reaches the kernel while student code could print it into the visible output;
@@ -20,7 +20,6 @@ line each), so a grading killed by the wall-clock limit still leaves the scores 
 from __future__ import annotations
 
 import ast
-import builtins
 import copy
 import functools
 import json
@@ -33,179 +32,10 @@ from nbformat.v4 import new_code_cell, new_output
 from nbgrader.preprocessors import Execute
 from traitlets import Dict, Integer, List, Unicode
 
-FRAME_SENSITIVE = frozenset({"super", "locals", "globals", "vars", "dir", "eval", "exec", "breakpoint",
-                             "__import__", "__build_class__", "__debug__"})
-_CMP = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.In: "in",
-        ast.NotIn: "not in", ast.Is: "is", ast.IsNot: "is not"}
-_BIN = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%", ast.Pow: "**",
-        ast.MatMult: "@", ast.BitAnd: "&", ast.BitOr: "|", ast.BitXor: "^", ast.LShift: "<<", ast.RShift: ">>"}
-_UN = {ast.Not: "not", ast.USub: "-", ast.UAdd: "+", ast.Invert: "~"}
+from nas_lab.grading_rewrite import cell_kind, rewrite_locked, rewrite_test, split_hidden, top_level_names
+
 SIGNALS = {6: "SIGABRT: aborted, often a failed memory allocation", 9: "SIGKILL: killed, e.g. out of memory",
            11: "SIGSEGV: a crash in native code", 25: "SIGXFSZ: wrote a file larger than allowed"}
-
-
-# ----------------------------------------------------------------------------------- cell analysis
-
-
-def cell_kind(cell) -> str:  # noqa: ANN001
-    """'test' (autograded), 'locked' (instructor code), 'answer' (student code) or 'markdown'."""
-    if cell.cell_type != "code":
-        return "markdown"
-    meta = cell.metadata.get("nbgrader", {})
-    if meta.get("grade") and not meta.get("solution"):
-        return "test"
-    if meta.get("locked") and not meta.get("solution"):
-        return "locked"
-    return "answer"
-
-
-def split_hidden(source: str, begin: str = "BEGIN HIDDEN TESTS", end: str = "END HIDDEN TESTS"
-                 ) -> list[tuple[bool, str]]:
-    """A test cell as ``[(hidden, code), ...]`` in order; the marker lines are dropped."""
-    parts: list[tuple[bool, str]] = []
-    lines: list[str] = []
-    hidden = False
-    for line in source.splitlines():
-        if begin in line or end in line:
-            parts.append((hidden, "\n".join(lines)))
-            lines, hidden = [], begin in line
-        else:
-            lines.append(line)
-    parts.append((hidden, "\n".join(lines)))
-    parts = [(h, s) for h, s in parts if s.strip()]
-    try:
-        for _, code in parts:
-            ast.parse(code)
-    except SyntaxError:  # markers inside a block: run the whole cell at once, treated as hidden
-        merged = "\n".join(line for line in source.splitlines() if begin not in line and end not in line)
-        return [(any(h for h, _ in parts), merged)]
-    return parts
-
-
-def visible_source(source: str, begin: str = "BEGIN HIDDEN TESTS", end: str = "END HIDDEN TESTS") -> str:
-    """The test cell as students see it (hidden regions removed)."""
-    return "\n".join(code for hidden, code in split_hidden(source, begin, end) if not hidden)
-
-
-def top_level_names(source: str) -> list[str]:
-    """Names a cell binds at module level (assignments, defs, classes, imports, loop targets)."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return []
-    names: set[str] = set()
-
-    def visit(node: ast.AST) -> None:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
-            return
-        if isinstance(node, (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
-            return
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-            names.add(node.id)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            names.update((a.asname or a.name).split(".")[0] for a in node.names if a.name != "*")
-        for child in ast.iter_child_nodes(node):
-            visit(child)
-
-    visit(tree)
-    return sorted(names)
-
-
-def _all_bound(tree: ast.AST) -> set[str]:
-    """Every name bound anywhere in the tree (so that its loads are not taken for builtins)."""
-    out: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
-            out.add(node.id)
-        elif isinstance(node, ast.arg):
-            out.add(node.arg)
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            out.add(node.name)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            out.update((a.asname or a.name).split(".")[0] for a in node.names)
-        elif isinstance(node, (ast.Global, ast.Nonlocal)):
-            out.update(node.names)
-        elif isinstance(node, ast.ExceptHandler) and node.name:
-            out.add(node.name)
-    return out
-
-
-class _Rewrite(ast.NodeTransformer):
-    """Route the values a test handles through the guard's checks (see :func:`rewrite_test`)."""
-
-    def __init__(self, guard: str, builtin_names: set[str]) -> None:
-        self.guard, self.builtins = guard, builtin_names
-
-    def _g(self, attr: str) -> ast.expr:
-        return ast.Attribute(value=ast.Name(id=self.guard, ctx=ast.Load()), attr=attr, ctx=ast.Load())
-
-    def _call(self, attr: str, *args: ast.expr) -> ast.Call:
-        return ast.Call(func=self._g(attr), args=list(args), keywords=[])
-
-    def visit_Name(self, node: ast.Name) -> ast.expr:
-        if isinstance(node.ctx, ast.Load) and node.id in self.builtins:
-            return ast.copy_location(ast.Subscript(value=self._g("B"), slice=ast.Constant(node.id), ctx=ast.Load()),
-                                     node)
-        return node
-
-    def visit_Call(self, node: ast.Call) -> ast.expr:
-        if isinstance(node.func, ast.Name) and node.func.id in FRAME_SENSITIVE:
-            node.args = [self.visit(a) for a in node.args]
-            node.keywords = [self.visit(k) for k in node.keywords]
-            return node
-        self.generic_visit(node)
-        if isinstance(node.func, ast.Attribute):
-            args = [node.func.value, ast.Constant(node.func.attr), *node.args]
-            new = ast.Call(func=self._g("mcall"), args=args, keywords=node.keywords)
-        else:
-            new = ast.Call(func=self._g("call"), args=[node.func, *node.args], keywords=node.keywords)
-        return ast.copy_location(new, node)
-
-    def visit_Compare(self, node: ast.Compare) -> ast.expr:
-        self.generic_visit(node)
-        args: list[ast.expr] = [node.left]
-        for op, right in zip(node.ops, node.comparators):
-            args += [ast.Constant(_CMP[type(op)]), right]
-        return ast.copy_location(self._call("cmp", *args), node)
-
-    def visit_BinOp(self, node: ast.BinOp) -> ast.expr:
-        self.generic_visit(node)
-        return ast.copy_location(self._call("bin", ast.Constant(_BIN[type(node.op)]), node.left, node.right), node)
-
-    def visit_UnaryOp(self, node: ast.UnaryOp) -> ast.expr:
-        self.generic_visit(node)
-        return ast.copy_location(self._call("un", ast.Constant(_UN[type(node.op)]), node.operand), node)
-
-    def visit_BoolOp(self, node: ast.BoolOp) -> ast.expr:
-        self.generic_visit(node)
-        node.values = [self._call("val", v) for v in node.values]
-        return node
-
-    def _truth_test(self, node: ast.AST) -> ast.AST:
-        self.generic_visit(node)
-        node.test = self._call("truth", node.test)  # type: ignore[attr-defined]
-        return node
-
-    visit_Assert = visit_If = visit_While = visit_IfExp = _truth_test
-
-    def visit_comprehension(self, node: ast.comprehension) -> ast.comprehension:
-        self.generic_visit(node)
-        node.ifs = [self._call("truth", c) for c in node.ifs]
-        return node
-
-
-def rewrite_test(code: str, guard: str, protected: set[str] = frozenset()) -> str:
-    """``code`` with calls, comparisons, arithmetic and truth tests routed through the guard object named
-    ``guard``, and builtins read from its pristine copy (unless the cell or a locked cell binds the name).
-    A final ``pass`` stops a last expression from becoming nbgrader's "partial credit" output."""
-    try:
-        tree = ast.parse(code)
-    except SyntaxError:
-        return code
-    names = {n for n in dir(builtins) if not n.startswith("__")} - FRAME_SENSITIVE - _all_bound(tree) - protected
-    tree = ast.fix_missing_locations(_Rewrite(guard, names).visit(tree))
-    return ast.unparse(tree) + "\npass\n"
 
 
 # ------------------------------------------------------------------------------------------ runner
@@ -465,15 +295,17 @@ class GuardedExecute(Execute):
         if kind == "test":
             self.student_ran = True  # a test calls student code
             self._run_test(cell, index)
+        elif kind == "locked":  # instructor code, with pristine builtins
+            tmp = self._run(new_code_cell(rewrite_locked(cell.source, self.guard_name)), index)
+            cell.outputs, cell.execution_count = tmp.outputs, tmp.get("execution_count")
+            self._timeouts(cell.outputs, index)
+            names = top_level_names(cell.source)
+            self.locked_names.update(names)
+            self._call("after_locked", index, names, not self.student_ran)
         else:
             self._run(cell, index)
             self._timeouts(cell.outputs, index)
-            if kind == "locked":
-                names = top_level_names(cell.source)
-                self.locked_names.update(names)
-                self._call("after_locked", index, names, not self.student_ran)
-            else:
-                self.student_ran = True
+            self.student_ran = True
         self._progress(cell, index)
         return cell, self.resources
 

@@ -18,7 +18,7 @@ import re
 from nbformat import NotebookNode
 from nbformat.v4 import new_output
 
-from nas_lab.grading_execute import cell_kind, visible_source
+from nas_lab.grading_rewrite import cell_kind, visible_source
 
 HIDDEN_NOTE = "# (the grader also ran hidden tests here; they are not shown)"
 HIDDEN_HINT = ("a hidden test of this question failed ({ename}). Your answer passes the visible checks above but "

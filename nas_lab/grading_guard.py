@@ -10,7 +10,7 @@ random name in ``builtins``, and calls it around the cells it runs:
   ``sys.stdout``/``stderr``/hooks, import hooks, IPython's input transformers, traceback display and
   event hooks, the locked cells' helpers. A change found *after* a test cell means the test was tampered
   with while it ran: the grader fails that test;
-* test cells are rewritten (see :func:`nas_lab.grading_execute.rewrite_test`) so that every value that
+* test cells are rewritten (see :func:`nas_lab.grading_rewrite.rewrite_test`) so that every value that
   comes out of student code passes :meth:`Guard.check`: an object whose class (written by the student)
   redefines comparison, truth, arithmetic or conversion methods, or numpy/torch dispatch hooks, is
   refused, so an "always equal" object cannot pass an ``assert got == expected``. Builtins named in test

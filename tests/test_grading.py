@@ -18,11 +18,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from nas_lab.grading_execute import rewrite_test, split_hidden, top_level_names, visible_source
 from nas_lab.grading_feedback import student_view
 from nas_lab.grading_guard import Guard
 from nas_lab.grading_jobs import Limits, build_course
 from nas_lab.grading_report import changes, manual_grades, write_grades
+from nas_lab.grading_rewrite import rewrite_test, split_hidden, top_level_names, visible_source
 from nas_lab.grading_submissions import load, normalise, read_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
