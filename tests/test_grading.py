@@ -347,3 +347,40 @@ def test_report_history_changes_and_manual_grades(tmp_path: Path) -> None:
     assert scores == {"a": {"w": 1.5}} and "outside" in problems[0]
     text = (tmp_path / "manual_grades.csv").read_text()
     assert "c," in text and "a,1.5," in text
+
+
+@pytest.mark.parametrize("lab", sorted(p.parent.name for p in (ROOT / "solutions").glob("*/*.ipynb")
+                                       if p.stem == p.parent.name))
+def test_test_cells_follow_the_grading_pattern(lab: str) -> None:
+    """docs/grading.md section 10: one hidden region, at the end, that parses on its own; private names in
+    it; no bare expression at the end (nbgrader would read it as partial credit)."""
+    import ast
+
+    nb = nbformat.read(ROOT / "solutions" / lab / f"{lab}.ipynb", as_version=4)
+    problems = []
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type != "code" or not meta.get("grade") or meta.get("solution"):
+            continue
+        gid, lines = meta["grade_id"], cell.source.splitlines()
+        begins = [i for i, line in enumerate(lines) if "BEGIN HIDDEN TESTS" in line]
+        ends = [i for i, line in enumerate(lines) if "END HIDDEN TESTS" in line]
+        if len(begins) > 1 or len(begins) != len(ends):
+            problems.append(f"{gid}: expected at most one hidden region")
+            continue
+        regions = [lines[: begins[0]], lines[begins[0] + 1: ends[0]]] if begins else [lines]
+        if begins and any(line.strip() for line in lines[ends[0] + 1:]):
+            problems.append(f"{gid}: code after the hidden region")
+        for i, region in enumerate(regions):
+            try:
+                ast.parse("\n".join(region))
+            except SyntaxError:
+                problems.append(f"{gid}: {'hidden' if i else 'visible'} part is not valid Python on its own")
+                continue
+            public = [n for n in top_level_names("\n".join(region)) if i and not n.startswith("_")]
+            if public:
+                problems.append(f"{gid}: hidden part binds public names {public}")
+        last = ast.parse("\n".join(regions[-1])).body[-1:] if regions[-1] else []
+        if last and isinstance(last[0], ast.Expr) and not isinstance(last[0].value, ast.Call):
+            problems.append(f"{gid}: ends with a bare expression")
+    assert not problems, f"{lab}: " + "; ".join(problems)
