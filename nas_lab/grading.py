@@ -303,11 +303,14 @@ def grade(lab: str | Path, submissions: Path, out: Path | None = None, limits: L
                              "flags": ";".join(res["flags"]), "notes": "; ".join(res["notes"]),
                              "notebook": res.get("notebook", ""), "sha256": (res.get("sha256") or "")[:12],
                              "graded_at": res.get("graded_at", "")}
-        for student, row in previous.items():
+        for student, row in previous.items():  # not in this run: keep the row, with today's manual grades
             if student not in rows:
-                rows[student] = dict(row)
+                rows[student] = row = dict(row)
+                for g in manual:
+                    row[g] = fmt(manual_scores.get(student, {}).get(g))
+                row["total"] = fmt(sum(float(row[g]) for g in order if row.get(g) not in (None, "")))
                 if "not in the last run" not in row.get("notes", ""):
-                    rows[student]["notes"] = (row.get("notes", "") + "; not in the last run").lstrip("; ")
+                    row["notes"] = (row.get("notes", "") + "; not in the last run").lstrip("; ")
         previous = write_grades(out, [*columns, *[c for c in FIXED_TAIL if c not in columns]], rows)
         delta = changes(previous, rows, graded, reused, order)
         secs = [results[j.student].get("seconds", 0) for j in jobs]
