@@ -1,7 +1,7 @@
 """Search engine benchmark: OFA-default budget timing, evolution vs random at equal predictor queries, and the
 ``ofa`` package's ``EvolutionFinder`` side by side (when ``pip install ofa`` is available).
 
-    .venv/bin/python benchmarks/bench_search.py [--seeds 5] [--threads 1] [--no-ofa]
+    .venv/bin/python benchmarks/bench_search.py [--seeds 5] [--threads 1] [--no-ofa] [--evaluate]
 
 Uses the shipped accuracy predictor when it exists; otherwise an MLP trained on the synthetic data set
 (``nas_lab.accuracy.synthetic_dataset``), whose noiseless ground truth is then also reported for the
@@ -155,12 +155,27 @@ def bench_ofa(predictor: acc.MLPPredictor, seeds: int, synthetic: bool) -> None:
             print(line)
 
 
+def bench_real_accuracy(predictor: acc.MLPPredictor) -> None:
+    """The arch evolution finds under each constraint set (seed 0), extracted from the shipped supernet:
+    predicted (minival-trained) vs measured minival and test accuracy."""
+    from nas_lab.evaluate import evaluate_arch, load_supernet
+
+    net = load_supernet()
+    print("\n== Found subnets: predicted vs real accuracy (evolution, seed 0; BN recalibrated on 2,000 images) ==")
+    for name, c in CONSTRAINTS.items():
+        r = S.evolution_search(predictor, c, seed=0)
+        minival = evaluate_arch(r.arch, "minival", net=net)
+        test = evaluate_arch(r.arch, "test", net=net)
+        print(f"{name:45s} predicted {r.predicted_accuracy:.2f}  minival {minival:.2f}  test {test:.2f}  {r.arch}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--ofa-seeds", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-ofa", action="store_true")
+    p.add_argument("--evaluate", action="store_true", help="also measure the found subnets' real accuracy")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s)")
@@ -168,6 +183,8 @@ def main() -> None:
     S.evolution_search(predictor, population=10, generations=2)  # warm-up
     bench_default_budget(predictor, args.seeds)
     bench_evolution_vs_random(predictor, args.seeds, synthetic)
+    if args.evaluate and not synthetic:
+        bench_real_accuracy(predictor)
     if not args.no_ofa:
         bench_ofa(predictor, args.ofa_seeds, synthetic)
 

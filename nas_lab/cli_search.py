@@ -165,6 +165,8 @@ def _latency_configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=None, help="JSON file (default: the shipped table path)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--min-run-time", type=float, default=0.05, help="seconds of timing per layer")
+    p.add_argument("--passes", type=int, default=1,
+                   help="time everything this many times and keep the fastest (steadier on a shared machine)")
     p.add_argument("--validate", type=int, default=30, metavar="N",
                    help="compare with the measured latency of N random subnets (0: skip)")
     p.add_argument("--seed", type=int, default=0)
@@ -175,10 +177,13 @@ def _latency_configure(p: argparse.ArgumentParser) -> None:
 def _measure(args: argparse.Namespace) -> int:
     from nas_lab import artifacts, latency
 
-    table = latency.measure_table(threads=args.threads, min_run_time=args.min_run_time, progress=not args.json)
+    if args.passes < 1:
+        return _error(f"--passes must be at least 1, got {args.passes}")
+    table = latency.measure_table(threads=args.threads, min_run_time=args.min_run_time, progress=not args.json,
+                                  passes=args.passes)
     if args.validate:
         v = latency.validate(table, args.validate, args.seed, progress=not args.json)
-        table.meta["validation"] = {k: v[k] for k in ("n", "within_10pct", "mape_pct", "pearson_r", "seed")}
+        table.meta["validation"] = {k: v[k] for k in ("n", "within_10pct", "mape_pct", "pearson_r", "seed", "passes")}
     out = args.out or artifacts.data_dir() / latency.TABLE_NAME
     table.save(out)
     if not args.no_record and Path(out).resolve().parent == artifacts.data_dir().resolve():

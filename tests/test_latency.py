@@ -114,3 +114,18 @@ def test_missing_shipped_table_names_the_file_and_command(tmp_path, monkeypatch)
     from nas_lab.artifacts import ArtifactError
     with pytest.raises(ArtifactError, match=r"latency_table\.json.*nas-lab measure-latency"):
         lat.LatencyTable.shipped()
+
+
+def test_passes_keep_the_fastest_measurement(monkeypatch):
+    """With passes > 1 each key (and each validated subnet) keeps its minimum over the passes."""
+    keys = sorted(lat.space_layers(TINY))[:4]
+    times = iter([5.0, 1.0, 3.0, 2.0,  4.0, 2.0, 1.0, 9.0,  6.0, 0.5, 7.0, 3.0])  # 3 passes x 4 keys
+    monkeypatch.setattr(lat, "time_ms", lambda *a, **k: next(times))
+    table = lat.measure_table(TINY, keys=keys, progress=False, passes=3)
+    assert [table.entries[k] for k in keys] == [4.0, 0.5, 1.0, 2.0]
+    assert table.meta["passes"] == 3
+    subnet_times = iter([3.0, 2.0, 1.0, 4.0])  # 2 passes x 2 subnets
+    monkeypatch.setattr(lat, "measure_subnet", lambda *a, **k: next(subnet_times))
+    table.entries.update({k: 0.1 for k in lat.space_layers(TINY)})
+    report = lat.validate(table, n=2, progress=False, passes=2)
+    assert [r["measured_ms"] for r in report["rows"]] == [1.0, 2.0] and report["passes"] == 2

@@ -98,7 +98,8 @@ def tiny_cases() -> list[Case]:
             ("answer", "q2_answer", "replace", PATCH_EVERYTHING + "\n\ndef mean(xs):\n    return 0.0\n")],
              flags=("patched",), scores={"q1_test": 2, "q2_test": 0}),
         Case("redefined_helper", "review", 2, edits=[
-            ("answer", "q2_answer", "replace", "def close(a, b):\n    return True\n\n\ndef mean(xs):\n    return 0.0\n")],
+            ("answer", "q2_answer", "replace",
+             "def close(a, b):\n    return True\n\n\ndef mean(xs):\n    return 0.0\n")],
              flags=("patched",)),
         Case("shadowed_builtin", "ok", 2, edits=[
             ("answer", "q2_answer", "replace", "def abs(x):\n    return 0\n\n\ndef mean(xs):\n    return 0.0\n")]),
