@@ -167,6 +167,8 @@ def _latency_configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-run-time", type=float, default=0.05, help="seconds of timing per layer")
     p.add_argument("--passes", type=int, default=1,
                    help="time everything this many times and keep the fastest (steadier on a shared machine)")
+    p.add_argument("--calibrate", type=int, default=20, metavar="N",
+                   help="fit scale and per-layer overhead on N random subnets (seed 1; 0: keep the raw sums)")
     p.add_argument("--validate", type=int, default=30, metavar="N",
                    help="compare with the measured latency of N random subnets (0: skip)")
     p.add_argument("--seed", type=int, default=0)
@@ -181,6 +183,8 @@ def _measure(args: argparse.Namespace) -> int:
         return _error(f"--passes must be at least 1, got {args.passes}")
     table = latency.measure_table(threads=args.threads, min_run_time=args.min_run_time, progress=not args.json,
                                   passes=args.passes)
+    if args.calibrate:
+        table = latency.calibrate(table, args.calibrate, progress=not args.json)
     if args.validate:
         v = latency.validate(table, args.validate, args.seed, progress=not args.json)
         table.meta["validation"] = {k: v[k] for k in ("n", "within_10pct", "mape_pct", "pearson_r", "seed", "passes")}

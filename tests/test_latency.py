@@ -129,3 +129,21 @@ def test_passes_keep_the_fastest_measurement(monkeypatch):
     table.entries.update({k: 0.1 for k in lat.space_layers(TINY)})
     report = lat.validate(table, n=2, progress=False, passes=2)
     assert [r["measured_ms"] for r in report["rows"]] == [1.0, 2.0] and report["passes"] == 2
+
+
+def test_calibration_recovers_scale_and_per_layer_overhead(monkeypatch):
+    """If subnets take 1.3 x the layer sum + 0.02 ms per layer, the fit finds exactly that and the
+    calibrated table (still a plain sum) predicts them; raw entries are kept."""
+    table = _fake_table()
+    raw = dict(table.entries)
+
+    def fake_measure(arch, space=None, threads=1, min_run_time=0.2):
+        return 1.3 * table.predict(arch) + 0.02 * len(arch_layers(arch, SPACE))
+    monkeypatch.setattr(lat, "measure_subnet", fake_measure)
+    cal = lat.calibrate(table, n=12, seed=1, progress=False)
+    c = cal.meta["calibration"]
+    assert c["scale"] == pytest.approx(1.3) and c["per_layer_ms"] == pytest.approx(0.02)
+    assert c["fit_within_10pct"] == 1.0 and cal.meta["raw_entries"] == dict(sorted(raw.items()))
+    arch = SPACE.sample(random.Random(9))
+    assert cal.predict(arch) == pytest.approx(fake_measure(arch))
+    assert cal.predict_genes(to_genes([arch], SPACE))[0] == pytest.approx(fake_measure(arch))
