@@ -187,7 +187,8 @@ def _measure(args: argparse.Namespace) -> int:
         table = latency.calibrate(table, args.calibrate, progress=not args.json)
     if args.validate:
         v = latency.validate(table, args.validate, args.seed, progress=not args.json)
-        table.meta["validation"] = {k: v[k] for k in ("n", "within_10pct", "mape_pct", "pearson_r", "seed", "passes")}
+        table.meta["validation"] = {k: v[k] for k in ("n", "within_10pct", "mape_pct", "pearson_r", "seed", "passes",
+                                                       "rows")}
     out = args.out or artifacts.data_dir() / latency.TABLE_NAME
     table.save(out)
     if not args.no_record and Path(out).resolve().parent == artifacts.data_dir().resolve():

@@ -1,0 +1,81 @@
+"""The shipped accuracy data set, accuracy predictor and latency table: what they claim is what they hold.
+
+Each test recomputes a claimed figure by another route: the data set's costs by the analytic formulas, its
+rows by the seeded plan, one of its accuracies by extracting the subnet again, the predictor's recorded
+held-out metrics by predicting the held-out rows, the latency table's coverage from the space.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from nas_lab import accuracy as acc
+from nas_lab import artifacts, latency
+from nas_lab.dataset_builder import planned_archs
+from nas_lab.space import SearchSpace
+
+SPACE = SearchSpace()
+
+
+@pytest.fixture(scope="module")
+def dataset() -> acc.Dataset:
+    return acc.load_dataset(artifacts.verified_path(acc.DATASET_NAME))
+
+
+def test_dataset_is_the_seeded_plan_and_spans_every_resolution_and_width(dataset):
+    assert len(dataset) >= 2000
+    assert dataset.archs == planned_archs(SPACE, len(dataset), seed=0)
+    pairs = {(a.resolution, a.width) for a in dataset.archs}
+    assert pairs == {(r, w) for r in SPACE.resolutions for w in SPACE.widths}
+    assert 70 < dataset.accuracy.min() and dataset.accuracy.max() < 100
+    assert dataset.accuracy.std() > 0.3  # a useful range, not a constant
+
+
+def test_dataset_costs_equal_the_analytic_formulas(dataset):
+    mismatch = acc.cost_mismatch(dataset, SPACE)
+    assert set(mismatch) == {"macs", "params", "peak_memory_kb"}
+    assert mismatch["macs"] < 5.1e-5 and mismatch["params"] == 0 and mismatch["peak_memory_kb"] < 5.1e-5
+
+
+def test_one_dataset_row_is_reproduced_by_extracting_the_subnet_again(dataset):
+    from nas_lab.evaluate import evaluate_arch
+
+    i = 7  # any row: extraction, recalibration (2,000 minival images) and the 5k minival pass are deterministic
+    assert evaluate_arch(dataset.archs[i], "minival") == pytest.approx(dataset.accuracy[i], abs=0.021)
+
+
+def test_shipped_predictor_reports_its_true_held_out_metrics(dataset):
+    model = acc.MLPPredictor.shipped()
+    info = model.info
+    _, test = acc.split(len(dataset), info["test_fraction"], info["seed"])
+    assert info["n_train"] + info["n_test"] == len(dataset)
+    got = acc.metrics(model(list(np.array(dataset.archs, dtype=object)[test])), dataset.accuracy[test])
+    recorded = info["metrics"]["mlp"]
+    assert got["rmse"] == pytest.approx(recorded["rmse"], abs=1e-5)
+    assert got["kendall_tau"] == pytest.approx(recorded["kendall_tau"], abs=1e-6)
+    assert got["rmse"] < info["metrics"]["constant"]["rmse"] / 2  # far better than predicting the mean
+
+
+def test_shipped_predictor_is_vectorised_and_agrees_with_the_per_arch_path(dataset):
+    model = acc.MLPPredictor.shipped()
+    archs = dataset.archs[:50]
+    from nas_lab.efficiency import to_genes
+
+    assert np.allclose(model(archs), model.predict_genes(to_genes(archs, SPACE)), atol=1e-5)
+
+
+def test_shipped_latency_table_covers_the_space_and_says_where_it_was_measured():
+    table = latency.LatencyTable.shipped()
+    assert set(table.entries) == set(latency.space_layers(SPACE))
+    assert all(v > 0 and math.isfinite(v) for v in table.entries.values())
+    for field in ("machine", "torch", "threads", "date", "passes", "calibration", "validation"):
+        assert field in table.meta, field
+    assert table.meta["validation"]["n"] >= 100
+    assert set(table.meta["raw_entries"]) == set(table.entries)
+    # the fastest subnet need not be the smallest (a measured 5x5 depthwise can beat a 3x3), but no sample beats it
+    samples = SPACE.restrict(depths=(1,), resolutions=(16,), widths=(0.5,))
+    import random
+    rng = random.Random(0)
+    fastest_sampled = min(table.predict(samples.sample(rng)) for _ in range(300))
+    assert 0 < table.minimum() <= min(fastest_sampled, table.predict(SPACE.smallest())) + 1e-9
