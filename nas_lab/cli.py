@@ -13,10 +13,10 @@ Handler = Callable[[argparse.Namespace], int]
 _COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Handler, str]] = {}
 
 
-def command(name: str, help: str):
-    """Register a subcommand: decorate ``handler(args) -> exit code``; ``handler.configure(parser)`` adds options."""
+def command(name: str, help: str, configure: Callable[[argparse.ArgumentParser], None] | None = None):
+    """Register a subcommand: decorate ``handler(args) -> exit code``; ``configure(parser)`` adds its options."""
     def wrap(fn: Handler) -> Handler:
-        _COMMANDS[name] = (getattr(fn, "configure", lambda p: None), fn, help)
+        _COMMANDS[name] = (configure or (lambda p: None), fn, help)
         return fn
     return wrap
 
@@ -43,8 +43,8 @@ def _info(args: argparse.Namespace) -> int:
     return 0 if all(v == "ok" for v in info["artifacts"].values()) else 1
 
 
-_info.configure = _info_configure  # type: ignore[attr-defined]
-command("info", "versions, search space and shipped artifacts (checksums verified)")(_info)
+command("info", "versions, search space and shipped artifacts (checksums verified)",
+        configure=_info_configure)(_info)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -58,5 +58,5 @@ def _grade(args: argparse.Namespace) -> int:
     return 0
 
 
-_grade.configure = _configure  # type: ignore[attr-defined]
-command("grade", "autograde a folder of submissions of one lab: grades.csv, feedback, summary")(_grade)
+command("grade", "autograde a folder of submissions of one lab: grades.csv, feedback, summary",
+        configure=_configure)(_grade)

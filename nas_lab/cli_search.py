@@ -105,8 +105,8 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
-_search.configure = _search_configure  # type: ignore[attr-defined]
-command("search", "constrained random or evolutionary search with the accuracy predictor")(_search)
+command("search", "constrained random or evolutionary search with the accuracy predictor",
+        configure=_search_configure)(_search)
 
 
 # ---- train-predictor ------------------------------------------------------------------------------------
@@ -156,8 +156,8 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-_train.configure = _train_configure  # type: ignore[attr-defined]
-command("train-predictor", "retrain the accuracy MLP from the data set CSV and write the shipped weights")(_train)
+command("train-predictor", "retrain the accuracy MLP from the data set CSV and write the shipped weights",
+        configure=_train_configure)(_train)
 
 
 # ---- measure-latency ------------------------------------------------------------------------------------
@@ -208,5 +208,5 @@ def _measure(args: argparse.Namespace) -> int:
     return 0
 
 
-_measure.configure = _latency_configure  # type: ignore[attr-defined]
-command("measure-latency", "measure the per-layer latency table of this machine (about a minute)")(_measure)
+command("measure-latency", "measure the per-layer latency table of this machine (about a minute)",
+        configure=_latency_configure)(_measure)

@@ -25,9 +25,8 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-_train.configure = _train_configure  # type: ignore[attr-defined]
-command("train-supernet", "train the once-for-all supernet (sandwich rule, resumable; torchrun for data-parallel)")(
-    _train)
+command("train-supernet", "train the once-for-all supernet (sandwich rule, resumable; torchrun for data-parallel)",
+        configure=_train_configure)(_train)
 
 
 def _export_configure(p: argparse.ArgumentParser) -> None:
@@ -45,8 +44,8 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-_export.configure = _export_configure  # type: ignore[attr-defined]
-command("export-supernet", "write data/supernet.safetensors + supernet.json from a checkpoint")(_export)
+command("export-supernet", "write data/supernet.safetensors + supernet.json from a checkpoint",
+        configure=_export_configure)(_export)
 
 
 def _evaluate_configure(p: argparse.ArgumentParser) -> None:
@@ -85,8 +84,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-_evaluate.configure = _evaluate_configure  # type: ignore[attr-defined]
-command("evaluate", "extract a subnet, recalibrate BN on minival, evaluate it")(_evaluate)
+command("evaluate", "extract a subnet, recalibrate BN on minival, evaluate it",
+        configure=_evaluate_configure)(_evaluate)
 
 
 def _dataset_configure(p: argparse.ArgumentParser) -> None:
@@ -107,5 +106,5 @@ def _dataset(args: argparse.Namespace) -> int:
     return 0
 
 
-_dataset.configure = _dataset_configure  # type: ignore[attr-defined]
-command("build-accuracy-dataset", "measure random subnets of the shipped supernet into a CSV (resumable)")(_dataset)
+command("build-accuracy-dataset", "measure random subnets of the shipped supernet into a CSV (resumable)",
+        configure=_dataset_configure)(_dataset)

@@ -222,6 +222,22 @@ def _kind(module: nn.Module) -> str:
 
 
 @torch.no_grad()
+def forward_with_hooks(model: nn.Module, example_input: torch.Tensor | tuple, handles: list) -> None:
+    """One forward pass in eval mode without gradients, then remove the hook ``handles`` whatever happens.
+
+    The model's train/eval mode is restored; the hooks collect whatever the caller measures.
+    """
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(*example_input) if isinstance(example_input, tuple) else model(example_input)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
+
 def trace_layers(model: nn.Module, example_input: torch.Tensor | tuple
                  ) -> list[tuple[str, nn.Module, tuple[int, ...], tuple[int, ...]]]:
     """Every call of an ``nn.Conv2d``/``nn.Linear`` in one forward pass: ``(name, module, in_shape, out_shape)``.
@@ -239,14 +255,7 @@ def trace_layers(model: nn.Module, example_input: torch.Tensor | tuple
 
     handles = [module.register_forward_hook(hook(name)) for name, module in model.named_modules()
                if isinstance(module, (nn.Conv2d, nn.Linear))]
-    was_training = model.training
-    try:
-        model.eval()
-        model(*example_input) if isinstance(example_input, tuple) else model(example_input)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    forward_with_hooks(model, example_input, handles)
     return calls
 
 

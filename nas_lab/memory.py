@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from nas_lab.counting import _kind
+from nas_lab.counting import _kind, forward_with_hooks
 
 __all__ = [
     "ACTIVATIONS",
@@ -130,17 +130,6 @@ class MemoryReport:
         return "\n".join(rows)
 
 
-def _forward(model: nn.Module, example_input: torch.Tensor | tuple) -> None:
-    """One forward pass in eval mode without gradients; the model's mode is restored."""
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(*example_input) if isinstance(example_input, tuple) else model(example_input)
-    finally:
-        model.train(was_training)
-
-
 def peak_memory(model: nn.Module, example_input: torch.Tensor | tuple) -> MemoryReport:
     """Run ``model`` once and apply the peak-activation rule (module docstring) to every conv/linear call.
 
@@ -170,11 +159,7 @@ def peak_memory(model: nn.Module, example_input: torch.Tensor | tuple) -> Memory
         elif is_residual_block(module):
             handles.append(module.register_forward_pre_hook(push))
             handles.append(module.register_forward_hook(pop))
-    try:
-        _forward(model, example_input)
-    finally:
-        for h in handles:
-            h.remove()
+    forward_with_hooks(model, example_input, handles)
     return report
 
 
@@ -195,11 +180,7 @@ def saved_activation_elements(model: nn.Module, example_input: torch.Tensor | tu
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm, *ACTIVATIONS)):
             handles.append(module.register_forward_pre_hook(hook))
-    try:
-        _forward(model, example_input)
-    finally:
-        for h in handles:
-            h.remove()
+    forward_with_hooks(model, example_input, handles)
     return total
 
 

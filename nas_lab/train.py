@@ -48,6 +48,8 @@ class TrainConfig:
     limit_steps: int = 0            # >0: stop after this many steps in total (smoke tests)
     train_limit: int = 0            # >0: use only the first N training images (smoke tests)
     arch: str = ""                  # non-empty: train this one subnet alone, from scratch (the baseline)
+    init_from: str = ""             # non-empty: start from these supernet weights (.safetensors), e.g. to
+                                    # continue a finished run with a second schedule (warm restart)
 
 
 def _step_seed(seed: int, epoch: int, step: int) -> int:
@@ -106,6 +108,19 @@ def save_checkpoint(path: Path, net: OFASupernet, opt: torch.optim.Optimizer, cf
     os.replace(tmp, path)
 
 
+def load_weights(net: OFASupernet, path: Path) -> None:
+    """Load supernet weights from a safetensors file (no pickle); a mismatch or a missing file is an error."""
+    from safetensors.torch import load_file
+
+    if not path.exists():
+        raise FileNotFoundError(f"--init-from: {path} does not exist")
+    state = load_file(str(path))
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"--init-from: {path} does not match the supernet: missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}")
+
+
 def monitor_accuracy(net: OFASupernet, arch: Arch, calib_images: torch.Tensor) -> float:
     """Minival accuracy (percent) of ``arch`` for the training log, BN recalibrated on training images."""
     from nas_lab.evaluate import accuracy
@@ -137,6 +152,10 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, progress: bool =
         start_epoch, start_step, log = state["epoch"], state["step"], json.loads(state["log"])
         if rank == 0:
             print(f"resumed from {ckpt_path} at epoch {start_epoch} step {start_step}", flush=True)
+    elif cfg.init_from:
+        load_weights(net, Path(cfg.init_from))
+        if rank == 0:
+            print(f"initialised from {cfg.init_from}", flush=True)
     if world > 1:  # every rank starts from rank 0's weights
         for t in net.state_dict().values():
             dist.broadcast(t, 0)

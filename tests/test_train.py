@@ -30,6 +30,31 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path):
     assert not torch.equal(_state(tmp_path / "one")["model"]["stem.conv.weight"], a["model"]["stem.conv.weight"])
 
 
+def test_init_from_starts_at_the_given_weights(tmp_path):
+    """--init-from (continuing a finished run): with lr 0 one step leaves the loaded conv weights unchanged."""
+    from safetensors.torch import save_file
+
+    train(TrainConfig(limit_steps=2, **TINY), tmp_path / "first", progress=False)
+    first = _state(tmp_path / "first")["model"]
+    save_file({k: v.contiguous() for k, v in first.items()}, str(tmp_path / "w.safetensors"))
+    cfg = TrainConfig(limit_steps=1, lr=0.0, init_from=str(tmp_path / "w.safetensors"), **{**TINY, "seed": 3})
+    train(cfg, tmp_path / "second", progress=False)
+    second = _state(tmp_path / "second")["model"]
+    conv = [k for k in first if k.endswith("conv.weight")]
+    assert conv and all(torch.equal(first[k], second[k]) for k in conv)
+    fresh = TrainConfig(limit_steps=1, lr=0.0, **{**TINY, "seed": 3})  # without it: a new random init
+    train(fresh, tmp_path / "third", progress=False)
+    assert not torch.equal(_state(tmp_path / "third")["model"][conv[0]], first[conv[0]])
+
+
+def test_init_from_a_missing_file_is_a_clear_error(tmp_path):
+    import pytest
+
+    with pytest.raises(FileNotFoundError, match="nothing.safetensors"):
+        train(TrainConfig(limit_steps=1, init_from=str(tmp_path / "nothing.safetensors"), **TINY),
+              tmp_path / "x", progress=False)
+
+
 def test_augment_shifts_and_flips_but_keeps_content():
     g = torch.Generator().manual_seed(0)
     x = torch.zeros(64, 1, 28, 28, dtype=torch.uint8)
