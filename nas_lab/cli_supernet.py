@@ -92,6 +92,10 @@ def _dataset_configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=2000, help="number of subnets")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="CSV path (default data/accuracy_dataset.csv)")
+    p.add_argument("--shard", default=None, metavar="I/K",
+                   help="measure every K-th planned subnet from I into a shard file (one process per core); "
+                        "a later run without --shard merges the shards")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
 
 
 def _dataset(args: argparse.Namespace) -> int:
@@ -99,8 +103,24 @@ def _dataset(args: argparse.Namespace) -> int:
     from nas_lab.dataset_builder import build
 
     out = args.out or data_dir() / "accuracy_dataset.csv"
-    build(out, args.n, args.seed)
-    if args.out is None:
+    shard = None
+    if args.shard:
+        try:
+            index, count = (int(x) for x in args.shard.split("/"))
+        except ValueError:
+            print(f"error: --shard {args.shard!r}: expected I/K, e.g. 0/2", file=sys.stderr)
+            return 2
+        shard = (index, count)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        build(out, args.n, args.seed, shard=shard)
+    except (ValueError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.out is None and shard is None:
         record(out.name, DATASET_REBUILD, f"{args.n} random subnets: minival accuracy after BN recalibration, "
                "MACs, params, peak memory")
     return 0

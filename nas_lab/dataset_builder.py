@@ -53,16 +53,60 @@ def measure_costs(model: torch.nn.Module, resolution: int, in_channels: int = 1)
             "peak_memory_kb": peak_memory(model, x).peak_kb}
 
 
-def build(out_csv: Path, n: int = 2000, seed: int = 0, progress: bool = True) -> Path:
-    """Measure ``n`` planned archs into ``out_csv`` (resumes: rows already there are kept)."""
+def shard_path(out_csv: Path, index: int, count: int) -> Path:
+    """Where shard ``index`` of ``count`` writes its rows (beside the final CSV)."""
+    return out_csv.with_name(f"{out_csv.name}.shard{index}of{count}")
+
+
+def _read_archs(path: Path) -> list[dict[str, str]]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def merge_shards(out_csv: Path, plan: list[Arch]) -> int:
+    """Start ``out_csv`` from the rows that shard files already hold, in plan order; returns the row count.
+
+    Only the leading run of planned archs that some shard measured is written; the rest is measured by the
+    caller as usual (so merging incomplete shards loses nothing but the rows after the first gap).
+    """
+    rows: dict[str, list[str]] = {}
+    for part in sorted(out_csv.parent.glob(f"{out_csv.name}.shard*of*")):
+        for row in _read_archs(part):
+            rows[row["arch"]] = [row[c] for c in COLUMNS]
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_csv, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(COLUMNS)
+        count = 0
+        for arch in plan:
+            if str(arch) not in rows:
+                break
+            writer.writerow(rows[str(arch)])
+            count += 1
+    return count
+
+
+def build(out_csv: Path, n: int = 2000, seed: int = 0, progress: bool = True,
+          shard: tuple[int, int] | None = None) -> Path:
+    """Measure ``n`` planned archs into ``out_csv`` (resumes: rows already there are kept).
+
+    ``shard=(i, k)`` measures only every k-th planned arch starting at i into ``shard_path(out_csv, i, k)``:
+    run k processes (one per core), then once without ``shard`` to merge their rows in plan order.
+    """
     from nas_lab.evaluate import accuracy, extract, load_supernet
 
     net = load_supernet()
     plan = planned_archs(net.space, n, seed)
+    if shard is not None:
+        index, count = shard
+        if not 0 <= index < count:
+            raise ValueError(f"shard {index}/{count}: the index must be in 0..{count - 1}")
+        out_csv, plan = shard_path(out_csv, index, count), plan[index::count]
+    elif not out_csv.exists():
+        merge_shards(out_csv, plan)
     done: list[str] = []
     if out_csv.exists():
-        with open(out_csv) as f:
-            done = [row["arch"] for row in csv.DictReader(f)]
+        done = [row["arch"] for row in _read_archs(out_csv)]
         if done != [str(a) for a in plan[:len(done)]]:
             raise RuntimeError(f"{out_csv} was built with another plan (seed or space); delete it to rebuild")
     else:
@@ -71,7 +115,7 @@ def build(out_csv: Path, n: int = 2000, seed: int = 0, progress: bool = True) ->
     t0 = time.time()
     with open(out_csv, "a", newline="") as f:
         writer = csv.writer(f)
-        for arch in tqdm(plan[len(done):], initial=len(done), total=n, disable=not progress, mininterval=10):
+        for arch in tqdm(plan[len(done):], initial=len(done), total=len(plan), disable=not progress, mininterval=10):
             sub = extract(net, arch)
             acc = accuracy(sub, "minival", arch.resolution)
             costs = measure_costs(sub, arch.resolution, net.space.in_channels)
@@ -79,6 +123,5 @@ def build(out_csv: Path, n: int = 2000, seed: int = 0, progress: bool = True) ->
                              costs["params"], f"{costs['peak_memory_kb']:.4f}"])
             f.flush()
     if progress:
-        print(f"measured {n - len(done)} subnets in {time.time() - t0:.0f} s")
+        print(f"measured {len(plan) - len(done)} subnets in {time.time() - t0:.0f} s -> {out_csv}")
     return out_csv
-

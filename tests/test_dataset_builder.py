@@ -46,6 +46,23 @@ def test_build_writes_measured_rows_and_resumes(tmp_path, monkeypatch):
         build(out, n=3, seed=4, progress=False)
 
 
+def test_shards_merge_into_the_plan_order(tmp_path, monkeypatch):
+    """Two shard processes' rows, merged by a plain run, equal the planned order; a gap is re-measured."""
+    import nas_lab.evaluate as evaluate
+    from nas_lab.dataset_builder import shard_path
+
+    monkeypatch.setattr(evaluate, "accuracy", lambda m, split, res, limit=None: 50.0)  # costs only, fast
+    out = tmp_path / "acc.csv"
+    build(out, n=5, seed=2, progress=False, shard=(0, 2))  # plan rows 0, 2, 4
+    build(out, n=3, seed=2, progress=False, shard=(1, 2))  # plan row 1 only: row 3 stays missing
+    assert [r["arch"] for r in csv.DictReader(open(shard_path(out, 1, 2)))] == [str(planned_archs(SPACE, 3, 2)[1])]
+    build(out, n=5, seed=2, progress=False)  # merges rows 0-2, measures 3 and 4 itself
+    rows = list(csv.DictReader(open(out)))
+    assert [r["arch"] for r in rows] == [str(a) for a in planned_archs(SPACE, 5, seed=2)]
+    with pytest.raises(ValueError, match="index must be"):
+        build(out, n=5, seed=2, progress=False, shard=(2, 2))
+
+
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "nas_lab.cli", *args], capture_output=True, text=True, timeout=300)
 
