@@ -254,6 +254,18 @@ def _check_in_sync(net: torch.nn.Module) -> None:
         raise RuntimeError("data-parallel replicas hold different weights")
 
 
+def _earlier_phases(train_config: dict) -> list[dict]:
+    """The configs and logs of the runs a ``--init-from`` run continued (read from the weights' .json)."""
+    init = train_config.get("init_from")
+    previous = Path(init).with_suffix(".json") if init else None
+    if previous is None or not previous.exists():
+        return []
+    meta = json.loads(previous.read_text())
+    if meta.get("train_config") == train_config:  # exported twice: that file already describes this run
+        return meta.get("earlier_phases", [])
+    return meta.get("earlier_phases", []) + [{k: meta.get(k) for k in ("train_config", "epochs_done", "train_log")}]
+
+
 def export_supernet(checkpoint: Path, out_dir: Path) -> tuple[Path, Path]:
     """Write the shipped artifacts from a training checkpoint: weights (safetensors) and config (json)."""
     from safetensors.torch import save_file
@@ -263,8 +275,9 @@ def export_supernet(checkpoint: Path, out_dir: Path) -> tuple[Path, Path]:
     config = out_dir / "supernet.json"
     save_file({k: v.contiguous() for k, v in state["model"].items()}, str(weights))
     meta = json.loads(state["space"])
-    meta.update(train_config=json.loads(state["config"]), epochs_done=state["epoch"],
-                train_log=json.loads(state["log"]))
+    train_config = json.loads(state["config"])
+    meta.update(train_config=train_config, epochs_done=state["epoch"], train_log=json.loads(state["log"]),
+                earlier_phases=_earlier_phases(train_config))
     config.write_text(json.dumps(meta, indent=2) + "\n")
     return weights, config
 

@@ -47,6 +47,26 @@ def test_init_from_starts_at_the_given_weights(tmp_path):
     assert not torch.equal(_state(tmp_path / "third")["model"][conv[0]], first[conv[0]])
 
 
+def test_export_keeps_the_history_of_a_continued_run(tmp_path):
+    """Exporting a --init-from run records the first run's config and log; exporting twice does not nest."""
+    import json
+
+    from nas_lab.train import export_supernet
+
+    train(TrainConfig(limit_steps=1, **TINY), tmp_path / "first", progress=False)
+    first_dir = tmp_path / "shipped"
+    first_dir.mkdir()
+    weights, config = export_supernet(tmp_path / "first" / "checkpoint.pt", first_dir)
+    assert json.loads(config.read_text())["earlier_phases"] == []
+    cfg = TrainConfig(limit_steps=1, init_from=str(weights), **{**TINY, "seed": 5})
+    train(cfg, tmp_path / "second", progress=False)
+    for _ in range(2):
+        export_supernet(tmp_path / "second" / "checkpoint.pt", first_dir)
+        meta = json.loads(config.read_text())
+        assert meta["train_config"]["seed"] == 5 and meta["train_config"]["init_from"] == str(weights)
+        assert [p["train_config"]["seed"] for p in meta["earlier_phases"]] == [0]
+
+
 def test_init_from_a_missing_file_is_a_clear_error(tmp_path):
     import pytest
 
