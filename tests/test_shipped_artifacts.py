@@ -79,3 +79,19 @@ def test_shipped_latency_table_covers_the_space_and_says_where_it_was_measured()
     rng = random.Random(0)
     fastest_sampled = min(table.predict(samples.sample(rng)) for _ in range(300))
     assert 0 < table.minimum() <= min(fastest_sampled, table.predict(SPACE.smallest())) + 1e-9
+
+
+@pytest.mark.parametrize("name", ["largest", "smallest"])
+def test_evaluate_cli_reproduces_the_recorded_reference_accuracy(name):
+    """`nas-lab evaluate --arch largest|smallest` gives the test accuracy recorded in supernet.json at export."""
+    import json
+    import subprocess
+    import sys
+
+    recorded = json.loads(artifacts.verified_path("supernet.json").read_text())["reference_accuracy"][name]
+    proc = subprocess.run([sys.executable, "-m", "nas_lab.cli", "evaluate", "--arch", name, "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["arch"] == recorded["arch"] == str(SPACE.parse(name))
+    assert got["accuracy"] == pytest.approx(recorded["test"], abs=0.05)  # a few images may flip across CPUs
