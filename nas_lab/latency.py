@@ -252,8 +252,8 @@ def calibrate(table: LatencyTable, n: int = 20, seed: int = 1, min_run_time: flo
 
     Why: a layer timed alone in a tight loop runs with warm caches and no neighbours; inside a network the
     same layer is slower (measured here: subnets take 1.1-1.5x the sum of their layers). A linear map keeps
-    the prediction a plain per-layer sum, fitted on a handful of real measurements. The raw entries and the
-    fit are kept in ``meta``.
+    the prediction a plain per-layer sum, fitted on a handful of real measurements; the overhead is kept
+    non-negative so every entry stays positive. The raw entries and the fit are kept in ``meta``.
     """
     threads, passes = int(table.meta.get("threads", 1)), int(table.meta.get("passes", 1))
     rng = random.Random(seed)
@@ -262,6 +262,8 @@ def calibrate(table: LatencyTable, n: int = 20, seed: int = 1, min_run_time: flo
     raw_sum = np.array([table.predict(a) for a in archs])
     layers = np.array([len(arch_layers(a, table.space)) for a in archs], float)
     (scale, per_layer), *_ = np.linalg.lstsq(np.column_stack([raw_sum, layers]), measured, rcond=None)
+    if per_layer < 0:  # a negative overhead would make the smallest layers' entries <= 0: fit the scale alone
+        scale, per_layer = float(raw_sum @ measured / (raw_sum @ raw_sum)), 0.0
     entries = {k: float(scale * v + per_layer) for k, v in table.entries.items()}
     fit = validation_metrics(scale * raw_sum + per_layer * layers, measured)
     meta = dict(table.meta) | {"raw_entries": dict(sorted(table.entries.items())),

@@ -131,6 +131,20 @@ def test_passes_keep_the_fastest_measurement(monkeypatch):
     assert [r["measured_ms"] for r in report["rows"]] == [1.0, 2.0] and report["passes"] == 2
 
 
+def test_calibration_never_makes_an_entry_negative(monkeypatch):
+    """Subnets faster per layer than the sum suggests (a negative least-squares overhead): the overhead is
+    clamped to 0, the scale alone is fitted, and every calibrated entry stays positive."""
+    table = _fake_table()
+
+    def fake_measure(arch, space=None, threads=1, min_run_time=0.2):
+        return 1.5 * table.predict(arch) - 0.004 * len(arch_layers(arch, SPACE))
+    monkeypatch.setattr(lat, "measure_subnet", fake_measure)
+    cal = lat.calibrate(table, n=12, seed=1, progress=False)
+    c = cal.meta["calibration"]
+    assert c["per_layer_ms"] == 0.0 and 1.0 < c["scale"] < 1.5
+    assert min(cal.entries.values()) > 0
+
+
 def test_calibration_recovers_scale_and_per_layer_overhead(monkeypatch):
     """If subnets take 1.3 x the layer sum + 0.02 ms per layer, the fit finds exactly that and the
     calibrated table (still a plain sum) predicts them; raw entries are kept."""
