@@ -255,7 +255,25 @@ class GuardedExecute(Execute):
                               "interrupted (an endless loop, or far too much work)")
                 out.traceback = [f"CellTimeoutError: {out.evalue}"]
                 self._event("cell_timeout", out.evalue, index)
+                full = self._memory_full()
+                if full:  # a MemoryError can leave the kernel unable to send its reply: say what happened
+                    self._event("memory_limit", full, index)
                 self._stuck(index)
+
+    def _memory_full(self) -> str | None:
+        """A note if the kernel holds at least 90 % of its memory limit (read from /proc; None elsewhere)."""
+        if not self.kernel_memory_mb:
+            return None
+        try:
+            pid = self.km.provisioner.process.pid
+            status = Path(f"/proc/{pid}/status").read_text()
+            used_mb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmData:")) / 1024
+        except Exception:  # noqa: BLE001 - no /proc, no process: nothing to add
+            return None
+        if used_mb < 0.9 * self.kernel_memory_mb:
+            return None
+        return (f"when the cell timed out the kernel held {used_mb:.0f} MB of its {self.kernel_memory_mb} MB memory "
+                "limit (memory ran out, and the kernel could not go on)")
 
     def _check_files(self, index: int) -> list[str]:
         """Shipped files the kernel changed since the last check: put back from the master copy."""

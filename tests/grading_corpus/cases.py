@@ -47,6 +47,9 @@ IGNORE_INTERRUPT = "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\
 OS_EXIT = "import os\nos._exit(1)\n"
 MEMORY_BOMB = ("def _bomb():\n    chunks = []\n    while True:\n        chunks.append(bytearray(50_000_000))\n\n\n"
                "_bomb()\n")
+MEMORY_FULL_THEN_WAIT = ("def _fill_then_wait():\n    import time\n\n    keep = []\n    try:\n        while True:\n"
+                         "            keep.append(bytearray(10_000_000))\n    except MemoryError:\n        pass\n"
+                         "    time.sleep(600)\n\n\n_fill_then_wait()\n")
 ALWAYS_EQUAL = "class _AlwaysEqual:\n    def __eq__(self, other):\n        return True\n\n    __hash__ = None\n"
 PATCH_EVERYTHING = ("import builtins\nimport math\n\nimport numpy as np\n\n"
                     "np.testing.assert_allclose = lambda *a, **k: None\nmath.isclose = lambda *a, **k: True\n"
@@ -81,6 +84,10 @@ def tiny_cases() -> list[Case]:
         Case("sys_exit", "exited", 5, edits=[("answer", "q1_answer", "append", "import sys\nsys.exit(0)\n")]),
         Case("exit_call", "exited", 5, edits=[("answer", "q2_answer", "append", "exit()\n")]),
         Case("memory_bomb", "memory_limit", 2, edits=[("answer", "q2_answer", "prepend", MEMORY_BOMB)]),
+        # memory full, then a hang: the cell times out with the kernel at its limit (seen when a MemoryError left
+        # the kernel unable to reply): reported as memory_limit, with the timeout
+        Case("memory_full_then_wait", "memory_limit", 2,
+             edits=[("answer", "q2_answer", "prepend", MEMORY_FULL_THEN_WAIT)], flags=("cell_timeout",)),
         Case("tests_deleted", "restored", 5, edits=[("delete", "q1_test"), ("delete", "q2_test"),
                                                     ("delete", "setup")], flags=("test_deleted",)),
         Case("tests_edited", "restored", 0, base="release",
