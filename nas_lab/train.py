@@ -297,6 +297,8 @@ def run_from_args(args) -> None:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     try:
         train(cfg, args.out, resume=not args.no_resume)
+        if dist.is_initialized():
+            dist.barrier()  # every rank is done before any tears the group down (gloo can abort otherwise)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
