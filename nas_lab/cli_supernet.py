@@ -57,12 +57,11 @@ def _export(args: argparse.Namespace) -> int:
     from nas_lab.evaluate import load_checkpoint
     from nas_lab.train import export_supernet
 
-    weights, config = export_supernet(args.checkpoint, data_dir())
+    extra = {}
     if not args.no_evaluate:  # the figures `nas-lab evaluate --arch largest|smallest` must reproduce
-        meta = json.loads(config.read_text())
-        meta["reference_accuracy"] = reference_accuracy(load_checkpoint(args.checkpoint))
-        config.write_text(json.dumps(meta, indent=2) + "\n")
-        print(json.dumps(meta["reference_accuracy"]))
+        extra["reference_accuracy"] = reference_accuracy(load_checkpoint(args.checkpoint))
+        print(json.dumps(extra["reference_accuracy"]))
+    weights, config = export_supernet(args.checkpoint, data_dir(), extra)
     record(weights.name, SUPERNET_REBUILD, "pretrained once-for-all supernet weights (safetensors)")
     record(config.name, SUPERNET_REBUILD, "supernet search space, training config and training log")
     print(f"wrote {weights} and {config}; manifest updated")

@@ -230,8 +230,7 @@ def forward_with_hooks(model: nn.Module, example_input: torch.Tensor | tuple, ha
     was_training = model.training
     try:
         model.eval()
-        with torch.no_grad():
-            model(*example_input) if isinstance(example_input, tuple) else model(example_input)
+        model(*example_input) if isinstance(example_input, tuple) else model(example_input)
     finally:
         for h in handles:
             h.remove()

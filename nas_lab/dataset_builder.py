@@ -58,7 +58,7 @@ def shard_path(out_csv: Path, index: int, count: int) -> Path:
     return out_csv.with_name(f"{out_csv.name}.shard{index}of{count}")
 
 
-def _read_archs(path: Path) -> list[dict[str, str]]:
+def _read_rows(path: Path) -> list[dict[str, str]]:
     with open(path) as f:
         return list(csv.DictReader(f))
 
@@ -71,7 +71,7 @@ def merge_shards(out_csv: Path, plan: list[Arch]) -> int:
     """
     rows: dict[str, list[str]] = {}
     for part in sorted(out_csv.parent.glob(f"{out_csv.name}.shard*of*")):
-        for row in _read_archs(part):
+        for row in _read_rows(part):
             rows[row["arch"]] = [row[c] for c in COLUMNS]
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     with open(out_csv, "w", newline="") as f:
@@ -106,7 +106,7 @@ def build(out_csv: Path, n: int = 2000, seed: int = 0, progress: bool = True,
         merge_shards(out_csv, plan)
     done: list[str] = []
     if out_csv.exists():
-        done = [row["arch"] for row in _read_archs(out_csv)]
+        done = [row["arch"] for row in _read_rows(out_csv)]
         if done != [str(a) for a in plan[:len(done)]]:
             raise RuntimeError(f"{out_csv} was built with another plan (seed or space); delete it to rebuild")
     else:

@@ -16,7 +16,7 @@ from nas_lab import data
 from nas_lab.artifacts import ArtifactError, verified_path
 from nas_lab.space import Arch
 from nas_lab.subnet import Subnet
-from nas_lab.supernet import OFASupernet, recalibrate_bn
+from nas_lab.supernet import OFASupernet, load_weights, recalibrate_bn
 
 CALIB_IMAGES = 2000
 WEIGHTS, CONFIG = "supernet.safetensors", "supernet.json"
@@ -24,17 +24,14 @@ WEIGHTS, CONFIG = "supernet.safetensors", "supernet.json"
 
 @lru_cache(maxsize=1)
 def _load_cached() -> OFASupernet:
-    from safetensors.torch import load_file
-
     from nas_lab.cli_supernet import SUPERNET_REBUILD
 
     config = json.loads(verified_path(CONFIG, SUPERNET_REBUILD).read_text())
     net = OFASupernet.from_config(config)
-    state = load_file(str(verified_path(WEIGHTS, SUPERNET_REBUILD)))
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ArtifactError(f"data/{WEIGHTS} does not match the supernet: missing {missing[:3]}, "
-                            f"unexpected {unexpected[:3]}; rebuild it (see data/manifest.json)")
+    try:
+        load_weights(net, verified_path(WEIGHTS, SUPERNET_REBUILD))
+    except ValueError as err:
+        raise ArtifactError(f"{err}; rebuild it (see data/manifest.json)") from None
     return net.eval()
 
 

@@ -9,6 +9,7 @@ split at the subnet's own resolution (shared BN statistics are meaningless for a
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -150,6 +151,15 @@ def _copy_conv_bn(dst: ConvBNAct | nn.Sequential, weight: torch.Tensor, bn: nn.B
     dst_bn.running_mean.copy_(bn.running_mean[:c])
     dst_bn.running_var.copy_(bn.running_var[:c])
     dst_bn.num_batches_tracked.copy_(bn.num_batches_tracked)
+
+
+def load_weights(net: OFASupernet, path: str | Path) -> None:
+    """Load supernet weights from a safetensors file (tensors only, no pickle); a mismatch is a ValueError."""
+    from safetensors.torch import load_file
+
+    missing, unexpected = net.load_state_dict(load_file(str(path)), strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path} does not match the supernet: missing {missing[:3]}, unexpected {unexpected[:3]}")
 
 
 @torch.no_grad()

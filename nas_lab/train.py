@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from nas_lab import data
 from nas_lab.space import Arch, SearchSpace
-from nas_lab.supernet import OFASupernet, recalibrate_bn
+from nas_lab.supernet import OFASupernet, load_weights, recalibrate_bn
 
 
 @dataclass
@@ -108,19 +108,6 @@ def save_checkpoint(path: Path, net: OFASupernet, opt: torch.optim.Optimizer, cf
     os.replace(tmp, path)
 
 
-def load_weights(net: OFASupernet, path: Path) -> None:
-    """Load supernet weights from a safetensors file (no pickle); a mismatch or a missing file is an error."""
-    from safetensors.torch import load_file
-
-    if not path.exists():
-        raise FileNotFoundError(f"--init-from: {path} does not exist")
-    state = load_file(str(path))
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"--init-from: {path} does not match the supernet: missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]}")
-
-
 def monitor_accuracy(net: OFASupernet, arch: Arch, calib_images: torch.Tensor) -> float:
     """Minival accuracy (percent) of ``arch`` for the training log, BN recalibrated on training images."""
     from nas_lab.evaluate import accuracy
@@ -153,7 +140,9 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, progress: bool =
         if rank == 0:
             print(f"resumed from {ckpt_path} at epoch {start_epoch} step {start_step}", flush=True)
     elif cfg.init_from:
-        load_weights(net, Path(cfg.init_from))
+        if not Path(cfg.init_from).exists():
+            raise FileNotFoundError(f"--init-from: {cfg.init_from} does not exist")
+        load_weights(net, cfg.init_from)
         if rank == 0:
             print(f"initialised from {cfg.init_from}", flush=True)
     if world > 1:  # every rank starts from rank 0's weights
@@ -266,8 +255,9 @@ def _earlier_phases(train_config: dict) -> list[dict]:
     return meta.get("earlier_phases", []) + [{k: meta.get(k) for k in ("train_config", "epochs_done", "train_log")}]
 
 
-def export_supernet(checkpoint: Path, out_dir: Path) -> tuple[Path, Path]:
-    """Write the shipped artifacts from a training checkpoint: weights (safetensors) and config (json)."""
+def export_supernet(checkpoint: Path, out_dir: Path, extra: dict | None = None) -> tuple[Path, Path]:
+    """Write the shipped artifacts from a training checkpoint: weights (safetensors) and config (json, plus
+    the ``extra`` fields, e.g. reference accuracies)."""
     from safetensors.torch import save_file
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -277,7 +267,7 @@ def export_supernet(checkpoint: Path, out_dir: Path) -> tuple[Path, Path]:
     meta = json.loads(state["space"])
     train_config = json.loads(state["config"])
     meta.update(train_config=train_config, epochs_done=state["epoch"], train_log=json.loads(state["log"]),
-                earlier_phases=_earlier_phases(train_config))
+                earlier_phases=_earlier_phases(train_config), **(extra or {}))
     config.write_text(json.dumps(meta, indent=2) + "\n")
     return weights, config
 
