@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Extra pip options, e.g. PIP_EXTRA="--index-url https://download.pytorch.org/whl/cpu" for a small CPU-only torch.
 PIP_EXTRA ?=
 
-.PHONY: lab test test-fast release grade venv clean-grading
+.PHONY: lab test test-fast test-notebooks test-grading release grade venv clean-grading
 
 venv: $(STAMP)
 
@@ -24,8 +24,15 @@ lab: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# Tiers (tests/conftest.py): unit, notebooks, grading, browser. test-fast = the library and CLI (under 2 minutes).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -x -m "not slow"
+	$(BIN)/python -m pytest -q -x -m "unit and not slow"
+
+test-notebooks: $(STAMP)
+	$(BIN)/python -m pytest -q -m notebooks
+
+test-grading: $(STAMP)
+	$(BIN)/python -m pytest -q -m grading
 
 release: $(STAMP)
 	$(BIN)/python autograder/release.py

@@ -272,36 +272,9 @@ def export_supernet(checkpoint: Path, out_dir: Path, extra: dict | None = None) 
     return weights, config
 
 
-def add_arguments(p) -> None:
-    """Options of the training command: one per ``TrainConfig`` field, plus --out and --no-resume."""
-    for f, v in asdict(TrainConfig()).items():
-        p.add_argument(f"--{f.replace('_', '-')}", type=type(v), default=v)
-    p.add_argument("--out", type=Path, default=Path("runs/supernet"), help="checkpoint and log folder")
-    p.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
+if __name__ == "__main__":  # ``python -m nas_lab.train ...`` = ``nas-lab train-supernet ...`` (torchrun too)
+    import sys
 
+    from nas_lab.cli import main
 
-def run_from_args(args) -> None:
-    """Train from parsed arguments; joins a torchrun process group when WORLD_SIZE > 1."""
-    cfg = TrainConfig(**{f: getattr(args, f) for f in asdict(TrainConfig())})
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    try:
-        train(cfg, args.out, resume=not args.no_resume)
-        if dist.is_initialized():
-            dist.barrier()  # every rank is done before any tears the group down (gloo can abort otherwise)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def main_torchrun(argv: list[str] | None = None) -> None:
-    """Entry point of ``python -m nas_lab.train`` (also under ``torchrun --nproc_per_node N``)."""
-    import argparse
-
-    p = argparse.ArgumentParser(description="Train the once-for-all supernet (sandwich rule + distillation).")
-    add_arguments(p)
-    run_from_args(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    main_torchrun()
+    sys.exit(main(["train-supernet", *sys.argv[1:]]))

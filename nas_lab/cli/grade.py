@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from nas_lab.cli import command
+from nas_lab.cli.base import command, fail
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
@@ -31,20 +31,20 @@ def _configure(p: argparse.ArgumentParser) -> None:
 def _cell_timeout(config: Path | None) -> int:
     from traitlets.config.loader import PyFileConfigLoader
 
-    from nas_lab.grading_jobs import REPO
+    from nas_lab.grading import REPO
 
     path = Path(config or REPO / "autograder" / "nbgrader_config.py")
     c = PyFileConfigLoader(path.name, path=str(path.parent)).load_config()
     return int(c.Execute.get("timeout", 30))
 
 
-def _grade(args: argparse.Namespace) -> int:
-    from nas_lab.grading import grade
-    from nas_lab.grading_jobs import Limits
+@command("grade", "autograde a folder of submissions of one lab: grades.csv, feedback, summary",
+         configure=_configure)
+def grade_submissions(args: argparse.Namespace) -> int:
+    from nas_lab.grading import Limits, grade
 
     if not args.submissions.is_dir():
-        print(f"error: {args.submissions} is not a folder")
-        return 2
+        return fail(f"{args.submissions} is not a folder")
     limits = Limits(jobs=max(1, args.jobs), timeout=args.timeout,
                     cell_timeout=args.cell_timeout or _cell_timeout(args.config), memory_mb=args.memory_mb,
                     sandbox_user=not args.no_sandbox_user)
@@ -52,11 +52,6 @@ def _grade(args: argparse.Namespace) -> int:
         result = grade(args.lab, args.submissions, args.out, limits, regrade=args.regrade, keep=args.keep,
                        config=args.config)
     except FileNotFoundError as err:
-        print(f"error: {err}")
-        return 2
+        return fail(str(err))
     print(f"wrote {result['out'] / 'grades.csv'}, {result['out'] / 'summary.md'} and feedback/")
     return 0
-
-
-command("grade", "autograde a folder of submissions of one lab: grades.csv, feedback, summary",
-        configure=_configure)(_grade)

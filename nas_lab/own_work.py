@@ -1,0 +1,77 @@
+"""Grading the student's own work: library functions that an answer must not call while its test runs.
+
+A question that asks students to write something the library also has (crossover, Spearman's rho, a
+Pareto front ...) must not score when the answer just calls the library. Test cells wrap the call of the
+student's function in :func:`own_work`::
+
+    with own_work("Q6a", "crossover", space.SearchSpace.crossover, search.crossover):
+        child = crossover(a, b, rng)
+
+While the block runs, every listed function raises :class:`DelegationError` ("Q6a asks you to write
+crossover yourself; calling nas_lab.space.SearchSpace.crossover does not count") instead of running.
+The function's code object is swapped, not the module attribute, so an alias the student took earlier
+(``from nas_lab.search import crossover as my_crossover``, a ``functools.partial``, a bound method) is
+caught too. Everything else in the library, including tools a question hands out, keeps working. Outside
+the block nothing changes; the original code is always put back, even when the block raises.
+
+What it does not stop: a student who copies the library's source into the notebook (that is copying, a
+matter for the course's honour code; the grader's feedback lists the code that ran).
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+
+class DelegationError(RuntimeError):
+    """An answer called the library's version of what the question asks the student to write."""
+
+
+def _function(obj: Any) -> types.FunctionType:
+    """The plain Python function behind ``obj`` (a function, a method, a static/class method)."""
+    func = getattr(obj, "__func__", obj)
+    if not isinstance(func, types.FunctionType):
+        raise TypeError(f"own_work can only guard Python functions, got {obj!r}")
+    if func.__code__.co_freevars:
+        raise TypeError(f"own_work cannot guard the closure {func.__qualname__}: guard its enclosing function")
+    return func
+
+
+def _raiser(message: str) -> types.CodeType:
+    """A code object that raises ``DelegationError(message)`` whatever it is called with.
+
+    It runs with the guarded function's globals, so it reaches the exception class through ``__import__``.
+    """
+    source = ("def _delegated(*args, **kwargs):\n"
+              f"    raise __import__('nas_lab.own_work', fromlist=['_']).DelegationError({message!r})\n")
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "<own_work>", "exec"), namespace)
+    return namespace["_delegated"].__code__
+
+
+def qualified_name(func: Callable) -> str:
+    func = getattr(func, "__func__", func)
+    return f"{func.__module__}.{func.__qualname__}"
+
+
+@contextmanager
+def own_work(question: str, task: str, *library: Callable) -> Iterator[None]:
+    """Make each function of ``library`` raise :class:`DelegationError` while the block runs.
+
+    ``question`` and ``task`` make the message: "{question} asks you to write {task} yourself; calling
+    {library function} does not count".
+    """
+    funcs = [_function(f) for f in library]
+    originals = [f.__code__ for f in funcs]
+    try:
+        for func in funcs:
+            message = (f"{question} asks you to write {task} yourself; calling {qualified_name(func)} "
+                       "does not count")
+            func.__code__ = _raiser(message)
+        yield
+    finally:
+        for func, code in zip(funcs, originals):
+            func.__code__ = code
