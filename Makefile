@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Extra pip options, e.g. PIP_EXTRA="--index-url https://download.pytorch.org/whl/cpu" for a small CPU-only torch.
 PIP_EXTRA ?=
 
-.PHONY: lab test test-fast test-notebooks test-grading release grade venv clean-grading
+.PHONY: lab test test-fast test-notebooks test-grading release student-dist grade venv clean-grading
 
 venv: $(STAMP)
 
@@ -36,6 +36,10 @@ test-grading: $(STAMP)
 
 release: $(STAMP)
 	$(BIN)/python autograder/release.py
+
+# What students get (released notebooks, library, data, README; no solutions, hidden tests, benchmarks, docs).
+student-dist: $(STAMP)
+	$(BIN)/python autograder/student_dist.py --zip
 
 grade: $(STAMP)
 	$(BIN)/nas-lab grade $(LAB) $(SUBMISSIONS) $(if $(OUT),--out $(OUT))

@@ -1,0 +1,130 @@
+"""Does the supernet rank architectures the way training them alone does? Scored on the scratch benchmark.
+
+    .venv/bin/python benchmarks/bench_ranking.py [--checkpoint runs/x/checkpoint.pt] [--figure docs/figures/f.png]
+
+For every subnet of the from-scratch mini benchmark (``data/scratch_bench.csv``, or the rows its shard files
+hold so far): inherited test accuracy (the shipped supernet, or ``--checkpoint``, BN recalibrated on minival
+at the subnet's resolution, as the labs do), the accuracy predictor's prediction, and two free baselines
+(parameter count, MACs). Prints Kendall tau, Spearman rho and top-10 overlap of each against the scratch test
+accuracy, the gap (scratch - inherited) per resolution x width cell, and draws the scatter. Inherited
+accuracies are cached in ``runs/ranking_cache_<weights digest>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from nas_lab import ranking
+from nas_lab.artifacts import data_dir
+from nas_lab.scratch_bench import BENCH_NAME, ScratchBench, read_bench
+
+
+def load_bench() -> tuple[ScratchBench, str]:
+    """The final benchmark if it exists, else a temporary merge of the finished rows of its shards."""
+    final = data_dir() / BENCH_NAME
+    if final.exists():
+        return read_bench(final), str(final)
+    shards = sorted(final.parent.glob(f"{BENCH_NAME}.shard*of*"))
+    if not shards:
+        raise SystemExit(f"no {final} and no shard files beside it: run nas-lab build-scratch-bench first")
+    lines = [shards[0].read_text().splitlines()[0]]
+    for s in shards:
+        lines += s.read_text().splitlines()[1:]
+    merged = Path("runs") / "scratch_bench_partial.csv"
+    merged.parent.mkdir(exist_ok=True)
+    merged.write_text("\n".join(lines) + "\n")
+    return read_bench(merged), f"{len(lines) - 1} rows of {len(shards)} shard files (partial)"
+
+
+def inherited(bench: ScratchBench, checkpoint: Path | None) -> np.ndarray:
+    """Inherited test accuracy of every bench arch (cached per weights file)."""
+    from nas_lab import evaluate
+
+    weights = checkpoint or data_dir() / evaluate.WEIGHTS
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+    cache_path = Path("runs") / f"ranking_cache_{digest}.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    net = evaluate.load_checkpoint(checkpoint) if checkpoint else evaluate.load_supernet()
+    t0, todo = time.time(), [a for a in bench.archs if str(a) not in cache]
+    for arch in todo:
+        cache[str(arch)] = evaluate.evaluate_arch(arch, "test", net=net)
+        cache_path.parent.mkdir(exist_ok=True)
+        cache_path.write_text(json.dumps(cache, indent=1))
+    if todo:
+        print(f"(evaluated {len(todo)} subnets in {time.time() - t0:.0f} s)")
+    return np.array([cache[str(a)] for a in bench.archs])
+
+
+def predicted(bench: ScratchBench) -> np.ndarray:
+    from nas_lab.accuracy import MLPPredictor
+
+    return np.asarray(MLPPredictor.shipped()(bench.archs), float)
+
+
+def table(estimates: dict[str, np.ndarray], truth: np.ndarray) -> None:
+    print(f"\n{'estimate':32s} {'Kendall tau':>11s} {'Spearman':>9s} {'top-10':>7s}")
+    for name, est in estimates.items():
+        r = ranking.rank_report(est, truth, k=10)
+        print(f"{name:32s} {r['kendall_tau']:11.3f} {r['spearman']:9.3f} {r['top10_overlap']:7.1f}")
+
+
+def cell_gaps(bench: ScratchBench, est: np.ndarray, truth: np.ndarray, label: str) -> None:
+    cells = [f"r{a.resolution} w{a.width}" for a in bench.archs]
+    print(f"\ngap per cell, scratch - {label} (points): mean / max (n)")
+    for cell, g in ranking.group_gaps(est, truth, cells).items():
+        print(f"  {cell:12s} {g['mean_gap']:6.2f} / {g['max_gap']:6.2f}  ({g['n']})")
+
+
+def scatter(path: Path, truth: np.ndarray, est: np.ndarray, bench: ScratchBench, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    res = np.array([a.resolution for a in bench.archs])
+    for r in sorted(set(res)):
+        ax.scatter(truth[res == r], est[res == r], s=18, label=f"r{r}")
+    lo, hi = min(truth.min(), est.min()) - 0.5, max(truth.max(), est.max()) + 0.5
+    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+    ax.set_xlabel("trained alone: test accuracy (%)")
+    ax.set_ylabel("inherited from the supernet: test accuracy (%)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"\nwrote {path}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", type=Path, default=None, help="a training checkpoint instead of the shipped net")
+    p.add_argument("--figure", type=Path, default=None, help="write the inherited-vs-scratch scatter here")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    bench, source = load_bench()
+    truth = bench.test_accuracy
+    print(f"bench: {source}; recipe {bench.recipe}; scratch test accuracy {truth.min():.2f}-{truth.max():.2f} %")
+    inh = inherited(bench, args.checkpoint)
+    estimates = {"inherited (supernet)": inh, "accuracy predictor": predicted(bench),
+                 "parameter count": bench.params.astype(float), "MACs": bench.macs}
+    table(estimates, truth)
+    cell_gaps(bench, inh, truth, "inherited")
+    if args.figure:
+        r = ranking.rank_report(inh, truth)
+        scatter(args.figure, truth, inh, bench, f"{len(truth)} subnets: Kendall tau {r['kendall_tau']:.3f}, "
+                f"Spearman {r['spearman']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
