@@ -54,7 +54,9 @@ def find_labs(source_dir: Path) -> list[str]:
 
 
 def _normalise(path: Path) -> None:
-    """Make the release byte-stable: sorted keys, one trailing newline (nbformat's own layout)."""
+    """Make the release byte-stable (sorted keys, one trailing newline: nbformat's own layout) and drop the
+    instructor-only cell metadata: ``nas_lab.delegate``, the delegating answer the tests grade (it would name
+    the library function that answers the question)."""
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
@@ -62,6 +64,11 @@ def _normalise(path: Path) -> None:
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
         cell.metadata.pop("execution", None)
+        extra = cell.metadata.get("nas_lab")
+        if extra is not None:
+            extra.pop("delegate", None)
+            if not extra:
+                del cell.metadata["nas_lab"]
     nbformat.write(nb, path)
 
 

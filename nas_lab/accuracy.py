@@ -29,13 +29,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from nas_lab.artifacts import verified_path
-from nas_lab.efficiency import active_mask, costs_genes, to_genes
+from nas_lab import artifacts
+from nas_lab.efficiency import GeneLayout, active_mask, costs_genes, to_genes
 from nas_lab.space import Arch, SearchSpace
 
 PREDICTOR_NAME = "accuracy_predictor.safetensors"
 DATASET_NAME = "accuracy_dataset.csv"
-REBUILD = "nas-lab train-predictor"
 ACCURACY_COLUMNS = ("accuracy", "minival_accuracy", "acc", "top1")
 
 
@@ -48,17 +47,17 @@ def encode_genes(genes: np.ndarray, space: SearchSpace | None = None) -> np.ndar
     """(N, features) float32 one-hot encoding of a gene matrix (see :mod:`nas_lab.efficiency`)."""
     space = space or SearchSpace()
     genes = np.asarray(genes, dtype=np.int64)
+    layout = GeneLayout.of(space)
     R, W, K, E = len(space.resolutions), len(space.widths), len(space.kernels), len(space.expands)
-    s, n = space.num_stages, space.num_slots
     out = np.zeros((len(genes), num_features(space)), dtype=np.float32)
     rows = np.arange(len(genes))
-    out[rows, genes[:, 0]] = 1
-    out[rows, R + genes[:, 1]] = 1
+    out[rows, genes[:, layout.resolution]] = 1
+    out[rows, R + genes[:, layout.width]] = 1
     active = active_mask(genes, space)                                               # (N, slots)
-    base = R + W + np.arange(n) * (K + E)                                            # (slots,)
+    base = R + W + np.arange(space.num_slots) * (K + E)                              # (slots,)
     r_idx, slot_idx = np.nonzero(active)
-    out[r_idx, base[slot_idx] + genes[:, 2 + s:2 + s + n][r_idx, slot_idx]] = 1
-    out[r_idx, base[slot_idx] + K + genes[:, 2 + s + n:][r_idx, slot_idx]] = 1
+    out[r_idx, base[slot_idx] + genes[:, layout.kernels][r_idx, slot_idx]] = 1
+    out[r_idx, base[slot_idx] + K + genes[:, layout.expands][r_idx, slot_idx]] = 1
     return out
 
 
@@ -147,9 +146,9 @@ def synthetic_accuracy(archs: Sequence[Arch], space: SearchSpace | None = None) 
     space = space or SearchSpace()
     g = to_genes(archs, space)
     macs = costs_genes(g, space)["macs"]
-    s, n = space.num_stages, space.num_slots
-    big_kernel = (np.where(active_mask(g, space), g[:, 2 + s:2 + s + n], 0)).sum(1)
-    return 94 - 6 * np.exp(-np.log1p(macs)) + 0.4 * g[:, 0] + 0.05 * big_kernel
+    layout = GeneLayout.of(space)
+    big_kernel = (np.where(active_mask(g, space), g[:, layout.kernels], 0)).sum(1)
+    return 94 - 6 * np.exp(-np.log1p(macs)) + 0.4 * g[:, layout.resolution] + 0.05 * big_kernel
 
 
 # ---- metrics ----------------------------------------------------------------------------------------
@@ -305,7 +304,7 @@ class MLPPredictor(_Predictor):
     @classmethod
     def shipped(cls) -> "MLPPredictor":
         """The trained predictor in ``data/`` (a clear error names the rebuild command if missing)."""
-        return cls.load(verified_path(PREDICTOR_NAME, REBUILD))
+        return artifacts.load(PREDICTOR_NAME)
 
 
 def train_and_evaluate(data: Dataset, seed: int = 0, test_fraction: float = 0.2, epochs: int = 40,

@@ -11,12 +11,14 @@ from __future__ import annotations
 import gzip
 from collections.abc import Iterator
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nas_lab.artifacts import ArtifactError, verified_path
+from nas_lab import artifacts
+from nas_lab.artifacts import ArtifactError
 
 SPLITS = ("train", "minival", "test")
 SPLIT_SEED = 0
@@ -31,21 +33,29 @@ _FILES = {
 }
 
 
-def _read_idx(name: str, offset: int) -> np.ndarray:
-    path = verified_path(f"fashion-mnist/{name}")
+def read_idx(path: Path) -> np.ndarray:
+    """Registry loader of a gzipped IDX file of unsigned bytes: (N, 28, 28) images or (N,) labels.
+
+    IDX: two zero bytes, a type byte (0x08 = uint8), the number of dimensions, then each dimension as a
+    big-endian uint32, then the data.
+    """
     try:
         with gzip.open(path, "rb") as f:
             raw = f.read()
     except OSError as err:  # pragma: no cover - the sha256 check catches corruption first
         raise ArtifactError(f"{path} cannot be read ({err})") from err
-    return np.frombuffer(raw, dtype=np.uint8, offset=offset)
+    if raw[:3] != b"\x00\x00\x08":
+        raise ArtifactError(f"{path} is not an IDX file of unsigned bytes")
+    ndim = raw[3]
+    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
 @cache
 def _raw(source: str) -> tuple[torch.Tensor, torch.Tensor]:
     images_file, labels_file = _FILES[source]
-    images = _read_idx(images_file, 16).reshape(-1, 1, 28, 28)
-    labels = _read_idx(labels_file, 8)
+    images = artifacts.load(f"fashion-mnist/{images_file}").reshape(-1, 1, 28, 28)
+    labels = artifacts.load(f"fashion-mnist/{labels_file}")
     return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
 
 

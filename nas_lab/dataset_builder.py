@@ -93,7 +93,7 @@ def build(out_csv: Path, n: int = 2000, seed: int = 0, progress: bool = True,
     ``shard=(i, k)`` measures only every k-th planned arch starting at i into ``shard_path(out_csv, i, k)``:
     run k processes (one per core), then once without ``shard`` to merge their rows in plan order.
     """
-    from nas_lab.evaluate import accuracy, extract, load_supernet
+    from nas_lab.evaluate import extract, load_supernet, top1_accuracy
 
     net = load_supernet()
     plan = planned_archs(net.space, n, seed)
@@ -117,7 +117,7 @@ def build(out_csv: Path, n: int = 2000, seed: int = 0, progress: bool = True,
         writer = csv.writer(f)
         for arch in tqdm(plan[len(done):], initial=len(done), total=len(plan), disable=not progress, mininterval=10):
             sub = extract(net, arch)
-            acc = accuracy(sub, "minival", arch.resolution)
+            acc = top1_accuracy(sub, "minival", arch.resolution)
             costs = measure_costs(sub, arch.resolution, net.space.in_channels)
             writer.writerow([str(arch), arch.resolution, arch.width, f"{acc:.2f}", f"{costs['macs']:.4f}",
                              costs["params"], f"{costs['peak_memory_kb']:.4f}"])

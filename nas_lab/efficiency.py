@@ -1,6 +1,6 @@
 """Analytic efficiency of any ``Arch`` without building it: MACs, parameters and peak activation memory.
 
-Conventions (the same as :mod:`nas_lab.counting` and :mod:`nas_lab.memory`):
+Conventions (the same as :mod:`nas_lab.counting` and :mod:`nas_lab.memory`; :data:`COST_METRICS` names them):
 
 - **MACs** count multiply-accumulates of the conv and linear layers only (BatchNorm, ReLU6, pooling and the
   residual adds are not counted), at batch 1; reported in **millions**. MACs, not FLOPs (1 MAC ~ 2 FLOPs).
@@ -11,26 +11,26 @@ Conventions (the same as :mod:`nas_lab.counting` and :mod:`nas_lab.memory`):
   not the block input also keeps the block input alive (until the add). Peak = max over layers.
 
 Everything is computed from the layer list of a subnet (:func:`arch_layers`), and, for speed, from
-per-slot tables: the cost of a block depends only on (resolution, width, slot, kernel, expand), so a
-population is costed with a few numpy gathers over its integer **gene matrix** (:func:`to_genes`):
-one row per arch, columns ``[resolution, width, depth x stages, kernel x slots, expand x slots]``, each the
-index of the choice in the space's tuples. Inactive slots keep their genes (as OFA does) but cost nothing.
+per-slot tables: the cost of a block depends only on (resolution, width, slot, kernel, expand)
+(:func:`block_choices` walks every such block), so a population is costed with a few numpy gathers over its
+integer **gene matrix** (:func:`to_genes`): one row per arch, columns laid out by :class:`GeneLayout`
+(resolution, width, depth x stages, kernel x slots, expand x slots), each the index of the choice in the
+space's tuples. Inactive slots keep their genes (as OFA does) but cost nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from nas_lab.space import Arch, SearchSpace
 
-METRICS = ("macs", "params", "peak_memory_kb")  # the analytic metrics, in the units above
 
-
+# ---- layers -------------------------------------------------------------------------------------------
 class Layer(NamedTuple):
     """One conv / linear layer (or residual add / pooling) of a subnet, with its shapes (batch 1, square maps).
 
@@ -47,6 +47,71 @@ class Layer(NamedTuple):
     h_in: int
     h_out: int
     residual: int = 0
+
+    def macs(self) -> int:
+        """Multiply-accumulates of this layer (0 for the residual add)."""
+        if self.kind == "add":
+            return 0
+        if self.kind == "pool+linear":
+            return self.c_in * self.c_out
+        groups = self.c_in if self.kind == "depthwise" else 1
+        return self.c_out * self.h_out * self.h_out * (self.c_in // groups) * self.kernel * self.kernel
+
+    def params(self) -> int:
+        """Trainable parameters: conv weight + BN (weight, bias); linear weight + bias."""
+        if self.kind == "add":
+            return 0
+        if self.kind == "pool+linear":
+            return self.c_in * self.c_out + self.c_out
+        groups = self.c_in if self.kind == "depthwise" else 1
+        return self.c_out * (self.c_in // groups) * self.kernel * self.kernel + 2 * self.c_out
+
+    def live_bytes(self) -> int:
+        """Live activation elements (= int8 bytes) while the layer runs: input + output (+ kept residual)."""
+        if self.kind == "add":
+            return 0  # not a conv/linear layer: not counted by the rule
+        if self.kind == "pool+linear":
+            return self.c_in + self.c_out  # the linear layer's (pooled) input and its output
+        return self.c_in * self.h_in * self.h_in + self.c_out * self.h_out * self.h_out + self.residual
+
+
+# ---- the cost metrics -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CostMetric:
+    """A cost of a subnet: its key (constraints, CSV columns, JSON), unit, and how it follows from the layers.
+
+    The raw value of a subnet is ``reduce`` ('sum' or 'max') of ``layer_value`` over its layers, in MACs,
+    parameters, bytes or ms; the reported value is raw / ``scale``. ``layer_value`` is None for a measured
+    metric (latency: the values come from a :class:`~nas_lab.latency.LatencyTable`).
+    """
+
+    name: str
+    unit: str
+    scale: float = 1
+    layer_value: Callable[[Layer], float] | None = None
+    reduce: str = "sum"
+
+    @property
+    def analytic(self) -> bool:
+        return self.layer_value is not None
+
+    def combine(self, values: Iterable[float]) -> float:
+        """The subnet's raw value from its layers' values."""
+        return sum(values) if self.reduce == "sum" else max(values)
+
+    def report(self, raw: Any) -> Any:
+        """A raw value (or array) in the reported unit (integers stay integers when the scale is 1)."""
+        return raw / self.scale if self.scale != 1 else raw
+
+
+# every cost metric, in the order results list them (search constraints, search results, JSON)
+COST_METRICS: dict[str, CostMetric] = {m.name: m for m in (
+    CostMetric("macs", "M MACs", 1e6, Layer.macs),
+    CostMetric("peak_memory_kb", "KB", 1024, Layer.live_bytes, "max"),
+    CostMetric("latency_ms", "ms"),
+    CostMetric("params", "params", 1, Layer.params),
+)}
+METRICS = tuple(name for name, m in COST_METRICS.items() if m.analytic)  # the ones computed here
 
 
 def _conv_out(h: int, kernel: int, stride: int) -> int:
@@ -98,35 +163,27 @@ def arch_layers(arch: Arch, space: SearchSpace | None = None) -> list[Layer]:
     return [stem, *body, head, pool]
 
 
-def layer_macs(layer: Layer) -> int:
-    """Multiply-accumulates of one layer (0 for the residual add)."""
-    if layer.kind == "add":
-        return 0
-    if layer.kind == "pool+linear":
-        return layer.c_in * layer.c_out
-    groups = layer.c_in if layer.kind == "depthwise" else 1
-    return layer.c_out * layer.h_out * layer.h_out * (layer.c_in // groups) * layer.kernel * layer.kernel
+# ---- every layer group the space can contain (the per-slot tables and the latency table walk these) --------
+def fixed_choices(space: SearchSpace) -> Iterator[tuple[tuple[int, int], list[Layer]]]:
+    """``((resolution index, width index), fixed layers)`` for every (resolution, width) of the space."""
+    for ri, r in enumerate(space.resolutions):
+        h_last = stage_input_size(space, r, space.num_stages - 1, 1)
+        for wi, w in enumerate(space.widths):
+            yield (ri, wi), fixed_layers(space, r, w, h_last)
 
 
-def layer_params(layer: Layer) -> int:
-    """Trainable parameters: conv weight + BN (weight, bias); linear weight + bias."""
-    if layer.kind == "add":
-        return 0
-    if layer.kind == "pool+linear":
-        return layer.c_in * layer.c_out + layer.c_out
-    groups = layer.c_in if layer.kind == "depthwise" else 1
-    return layer.c_out * (layer.c_in // groups) * layer.kernel * layer.kernel + 2 * layer.c_out
+def block_choices(space: SearchSpace) -> Iterator[tuple[tuple[int, int, int, int, int], list[Layer]]]:
+    """``((resolution, width, slot, kernel, expand) indices, block layers)`` for every block any subnet can hold."""
+    for ri, r in enumerate(space.resolutions):
+        for wi, w in enumerate(space.widths):
+            for slot in range(space.num_slots):
+                stage, block = divmod(slot, space.max_depth)
+                for ki, k in enumerate(space.kernels):
+                    for ei, e in enumerate(space.expands):
+                        yield (ri, wi, slot, ki, ei), block_layers(space, r, w, stage, block, k, e)
 
 
-def layer_peak(layer: Layer) -> int:
-    """Live activation elements (= int8 bytes) while the layer runs: input + output (+ kept residual)."""
-    if layer.kind == "add":
-        return 0  # not a conv/linear layer: not counted by the rule
-    if layer.kind == "pool+linear":
-        return layer.c_in + layer.c_out  # the linear layer's (pooled) input and its output
-    return layer.c_in * layer.h_in * layer.h_in + layer.c_out * layer.h_out * layer.h_out + layer.residual
-
-
+# ---- costs of one arch -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Costs:
     """Analytic costs of one arch."""
@@ -142,11 +199,46 @@ class Costs:
 def costs(arch: Arch, space: SearchSpace | None = None) -> Costs:
     """MACs (M), params and peak memory (KB) of one arch, layer by layer (the reference implementation)."""
     layers = arch_layers(arch, space)
-    return Costs(sum(map(layer_macs, layers)) / 1e6, sum(map(layer_params, layers)),
-                 max(map(layer_peak, layers)) / 1024)
+    return Costs(**{name: m.report(m.combine(m.layer_value(layer) for layer in layers))
+                    for name, m in COST_METRICS.items() if m.layer_value is not None})
 
 
 # ---- genes: a population as an integer matrix -----------------------------------------------------------
+@dataclass(frozen=True)
+class GeneLayout:
+    """The columns of a gene row: resolution, width, a depth per stage, a kernel per slot, an expand per slot.
+
+    ``resolution`` and ``width`` are column indices; ``depths``, ``kernels`` and ``expands`` are slices
+    (``genes[:, layout.kernels]`` is the (N, slots) kernel-choice matrix).
+    """
+
+    num_stages: int
+    num_slots: int
+    resolution: int = 0
+    width: int = 1
+
+    @classmethod
+    def of(cls, space: SearchSpace) -> "GeneLayout":
+        return cls(space.num_stages, space.num_slots)
+
+    @property
+    def depths(self) -> slice:
+        return slice(2, 2 + self.num_stages)
+
+    @property
+    def kernels(self) -> slice:
+        return slice(self.depths.stop, self.depths.stop + self.num_slots)
+
+    @property
+    def expands(self) -> slice:
+        return slice(self.kernels.stop, self.kernels.stop + self.num_slots)
+
+    @property
+    def size(self) -> int:
+        """Number of gene columns."""
+        return self.expands.stop
+
+
 def gene_sizes(space: SearchSpace) -> np.ndarray:
     """Number of choices per gene column."""
     return _gene_sizes(space).copy()
@@ -154,8 +246,12 @@ def gene_sizes(space: SearchSpace) -> np.ndarray:
 
 @lru_cache(maxsize=8)
 def _gene_sizes(space: SearchSpace) -> np.ndarray:
-    return np.array([len(space.resolutions), len(space.widths)] + [len(space.depths)] * space.num_stages
-                    + [len(space.kernels)] * space.num_slots + [len(space.expands)] * space.num_slots)
+    layout = GeneLayout.of(space)
+    sizes = np.empty(layout.size, dtype=np.int64)
+    sizes[layout.resolution], sizes[layout.width] = len(space.resolutions), len(space.widths)
+    sizes[layout.depths], sizes[layout.kernels], sizes[layout.expands] = (
+        len(space.depths), len(space.kernels), len(space.expands))
+    return sizes
 
 
 def _index(choices: Sequence[float], value: float) -> int:
@@ -166,42 +262,43 @@ def _index(choices: Sequence[float], value: float) -> int:
 
 
 def to_genes(archs: Iterable[Arch], space: SearchSpace | None = None) -> np.ndarray:
-    """(N, genes) int64 matrix of choice indices (see the module docstring for the column order)."""
+    """(N, genes) int64 matrix of choice indices (columns as :class:`GeneLayout` says)."""
     space = space or SearchSpace()
-    rows = []
-    for a in archs:
-        rows.append([_index(space.resolutions, a.resolution), _index(space.widths, a.width)]
-                    + [_index(space.depths, d) for d in a.depths]
-                    + [_index(space.kernels, k) for k in a.kernels] + [_index(space.expands, e) for e in a.expands])
-    return np.array(rows, dtype=np.int64).reshape(len(rows), len(gene_sizes(space)))
+    layout, archs = GeneLayout.of(space), list(archs)
+    genes = np.empty((len(archs), layout.size), dtype=np.int64)
+    for row, a in zip(genes, archs):
+        row[layout.resolution] = _index(space.resolutions, a.resolution)
+        row[layout.width] = _index(space.widths, a.width)
+        row[layout.depths] = [_index(space.depths, d) for d in a.depths]
+        row[layout.kernels] = [_index(space.kernels, k) for k in a.kernels]
+        row[layout.expands] = [_index(space.expands, e) for e in a.expands]
+    return genes
 
 
 def from_genes(genes: np.ndarray, space: SearchSpace | None = None) -> list[Arch]:
     """Inverse of :func:`to_genes`."""
     space = space or SearchSpace()
-    s, n = space.num_stages, space.num_slots
-    out = []
-    for row in np.asarray(genes).tolist():
-        out.append(Arch(space.resolutions[row[0]], space.widths[row[1]],
-                        tuple(space.depths[i] for i in row[2:2 + s]),
-                        tuple(space.kernels[i] for i in row[2 + s:2 + s + n]),
-                        tuple(space.expands[i] for i in row[2 + s + n:]), space.max_depth))
-    return out
+    layout = GeneLayout.of(space)
+    return [Arch(space.resolutions[row[layout.resolution]], space.widths[row[layout.width]],
+                 tuple(space.depths[i] for i in row[layout.depths]),
+                 tuple(space.kernels[i] for i in row[layout.kernels]),
+                 tuple(space.expands[i] for i in row[layout.expands]), space.max_depth)
+            for row in np.asarray(genes).tolist()]
 
 
 def active_mask(genes: np.ndarray, space: SearchSpace) -> np.ndarray:
     """(N, slots) bool: is the block in each slot active (block index < its stage's depth)?"""
-    depths = np.asarray(space.depths)[genes[:, 2:2 + space.num_stages]]           # (N, stages)
+    depths = np.asarray(space.depths)[genes[:, GeneLayout.of(space).depths]]        # (N, stages)
     return (np.arange(space.max_depth)[None, None, :] < depths[:, :, None]).reshape(len(genes), space.num_slots)
 
 
 def canonical(genes: np.ndarray, space: SearchSpace) -> np.ndarray:
     """Genes with inactive slots set to 0, so equal archs have equal rows (for caching and dedup)."""
     g = np.array(genes, copy=True)
-    s, n = space.num_stages, space.num_slots
+    layout = GeneLayout.of(space)
     inactive = ~active_mask(g, space)
-    g[:, 2 + s:2 + s + n][inactive] = 0
-    g[:, 2 + s + n:][inactive] = 0
+    g[:, layout.kernels][inactive] = 0  # basic slices are views: this writes into g
+    g[:, layout.expands][inactive] = 0
     return g
 
 
@@ -217,10 +314,10 @@ class Lookup(NamedTuple):
 def lookup(genes: np.ndarray, space: SearchSpace) -> Lookup:
     """The table indices of a gene matrix's rows."""
     genes = np.asarray(genes, dtype=np.int64)
+    layout = GeneLayout.of(space)
     W, n, K, E = len(space.widths), space.num_slots, len(space.kernels), len(space.expands)
-    s = space.num_stages
-    fixed = genes[:, 0] * W + genes[:, 1]
-    block = ((fixed[:, None] * n + np.arange(n)) * K + genes[:, 2 + s:2 + s + n]) * E + genes[:, 2 + s + n:]
+    fixed = genes[:, layout.resolution] * W + genes[:, layout.width]
+    block = ((fixed[:, None] * n + np.arange(n)) * K + genes[:, layout.kernels]) * E + genes[:, layout.expands]
     return Lookup(fixed, block, active_mask(genes, space))
 
 
@@ -244,16 +341,10 @@ class SlotTable:
         R, W, K, E = (len(space.resolutions), len(space.widths), len(space.kernels), len(space.expands))
         fixed = np.zeros((R, W), dtype=dtype)
         block = np.zeros((R, W, space.num_slots, K, E), dtype=dtype)
-        for ri, r in enumerate(space.resolutions):
-            h_last = stage_input_size(space, r, space.num_stages - 1, 1)
-            for wi, w in enumerate(space.widths):
-                fixed[ri, wi] = agg(layer_value(layer) for layer in fixed_layers(space, r, w, h_last))
-                for slot in range(space.num_slots):
-                    s, b = divmod(slot, space.max_depth)
-                    for ki, k in enumerate(space.kernels):
-                        for ei, e in enumerate(space.expands):
-                            block[ri, wi, slot, ki, ei] = agg(layer_value(layer)
-                                                              for layer in block_layers(space, r, w, s, b, k, e))
+        for index, layers in fixed_choices(space):
+            fixed[index] = agg(map(layer_value, layers))
+        for index, layers in block_choices(space):
+            block[index] = agg(map(layer_value, layers))
         return cls(space, fixed, block, reduce)
 
     def evaluate(self, genes: np.ndarray | Lookup) -> np.ndarray:
@@ -284,17 +375,16 @@ class SlotTable:
 
 @lru_cache(maxsize=8)
 def tables(space: SearchSpace) -> dict[str, SlotTable]:
-    """The analytic tables of a space (built once, in a few ms): raw units (MACs, params, peak bytes)."""
-    return {"macs": SlotTable.build(space, layer_macs), "params": SlotTable.build(space, layer_params),
-            "peak_bytes": SlotTable.build(space, layer_peak, "max")}
+    """The analytic metrics' tables of a space, by metric name (built once, in a few ms), in raw units."""
+    return {name: SlotTable.build(space, m.layer_value, m.reduce)
+            for name, m in COST_METRICS.items() if m.layer_value is not None}
 
 
 def costs_genes(genes: np.ndarray, space: SearchSpace | None = None) -> dict[str, np.ndarray]:
-    """Vectorised :func:`costs` for a gene matrix: {'macs' (M), 'params', 'peak_memory_kb'} arrays of (N,)."""
+    """Vectorised :func:`costs` for a gene matrix: {'macs' (M), 'peak_memory_kb', 'params'} arrays of (N,)."""
     space = space or SearchSpace()
     t, lk = tables(space), lookup(genes, space)
-    return {"macs": t["macs"].evaluate(lk) / 1e6, "params": t["params"].evaluate(lk),
-            "peak_memory_kb": t["peak_bytes"].evaluate(lk) / 1024}
+    return {name: COST_METRICS[name].report(table.evaluate(lk)) for name, table in t.items()}
 
 
 def costs_many(archs: Sequence[Arch], space: SearchSpace | None = None) -> dict[str, np.ndarray]:
@@ -305,11 +395,6 @@ def costs_many(archs: Sequence[Arch], space: SearchSpace | None = None) -> dict[
 
 def minimum(metric: str, space: SearchSpace | None = None) -> float:
     """Smallest reachable value of an analytic metric over the space (exact), in the reported units."""
-    t = tables(space or SearchSpace())
-    if metric == "macs":
-        return t["macs"].minimum() / 1e6
-    if metric == "params":
-        return t["params"].minimum()
-    if metric == "peak_memory_kb":
-        return t["peak_bytes"].minimum() / 1024
-    raise KeyError(f"unknown metric {metric!r}; analytic metrics: {list(METRICS)}")
+    if metric not in METRICS:
+        raise KeyError(f"unknown metric {metric!r}; analytic metrics: {list(METRICS)}")
+    return COST_METRICS[metric].report(tables(space or SearchSpace())[metric].minimum())

@@ -1,6 +1,6 @@
 """Load the shipped supernet and measure subnets: extract, recalibrate BN on minival, evaluate.
 
-BN recalibration always runs at the subnet's own resolution, on the first ``CALIB_IMAGES`` images of the
+BN recalibration always runs at the subnet's own resolution, on the first ``calib_images`` images of the
 minival split (never training, never test images), so an accuracy is a function of the arch alone.
 """
 
@@ -12,32 +12,37 @@ from pathlib import Path
 
 import torch
 
-from nas_lab import data
-from nas_lab.artifacts import ArtifactError, verified_path
+from nas_lab import artifacts, data
+from nas_lab.artifacts import ArtifactError
 from nas_lab.space import Arch
 from nas_lab.subnet import Subnet
 from nas_lab.supernet import OFASupernet, load_weights, recalibrate_bn
 
+# The reference number of minival images for BN recalibration: every accuracy the library records (the
+# accuracy data set, `nas-lab evaluate`, the supernet's reference accuracies) uses it. The labs pass fewer
+# (their LAB_CALIB_IMAGES) to stay fast, at the price of slightly noisier BN statistics.
 CALIB_IMAGES = 2000
 WEIGHTS, CONFIG = "supernet.safetensors", "supernet.json"
 
 
-@lru_cache(maxsize=1)
-def _load_cached() -> OFASupernet:
-    from nas_lab.cli_supernet import SUPERNET_REBUILD
-
-    config = json.loads(verified_path(CONFIG, SUPERNET_REBUILD).read_text())
-    net = OFASupernet.from_config(config)
+def read_supernet(weights: Path) -> OFASupernet:
+    """Registry loader of ``supernet.safetensors``: the net of the shipped ``supernet.json`` with these weights."""
+    net = OFASupernet.from_config(artifacts.load(CONFIG))
     try:
-        load_weights(net, verified_path(WEIGHTS, SUPERNET_REBUILD))
+        load_weights(net, weights)
     except ValueError as err:
         raise ArtifactError(f"{err}; rebuild it (see data/manifest.json)") from None
     return net.eval()
 
 
+@lru_cache(maxsize=1)
+def _shipped() -> OFASupernet:
+    return artifacts.load(WEIGHTS)
+
+
 def load_supernet() -> OFASupernet:
-    """The shipped pretrained supernet (verified by sha256, loaded with safetensors: no pickle)."""
-    net = _load_cached()
+    """The shipped pretrained supernet (verified by sha256, loaded with safetensors: no pickle; loaded once)."""
+    net = _shipped()
     net.set_active_subnet(net.space.largest())
     return net
 
@@ -60,8 +65,8 @@ def extract(net: OFASupernet, arch: Arch, calib_images: int = CALIB_IMAGES) -> S
 
 
 @torch.inference_mode()
-def accuracy(model: torch.nn.Module, split: str = "minival", resolution: int = 28,
-             limit: int | None = None, batch_size: int = 1000) -> float:
+def top1_accuracy(model: torch.nn.Module, split: str = "minival", resolution: int = 28,
+                  limit: int | None = None, batch_size: int = 1000) -> float:
     """Top-1 accuracy (percent) of ``model`` on a split at ``resolution``."""
     model.eval()
     correct = total = 0
@@ -69,6 +74,7 @@ def accuracy(model: torch.nn.Module, split: str = "minival", resolution: int = 2
         correct += (model(x.contiguous(memory_format=torch.channels_last)).argmax(1) == y).sum().item()
         total += len(y)
     return 100.0 * correct / total
+
 
 
 def evaluate_arch(arch: Arch | str, split: str = "test", net: OFASupernet | None = None,
@@ -81,4 +87,4 @@ def evaluate_arch(arch: Arch | str, split: str = "test", net: OFASupernet | None
     net = net or load_supernet()
     if isinstance(arch, str):
         arch = net.space.parse(arch)
-    return accuracy(extract(net, arch, calib_images), split, arch.resolution, limit)
+    return top1_accuracy(extract(net, arch, calib_images), split, arch.resolution, limit)

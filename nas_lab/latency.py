@@ -20,6 +20,7 @@ meaningful for the machine (and load) it was measured on: measure on a quiet mac
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import json
 import platform
 import random
@@ -31,12 +32,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from nas_lab.efficiency import Layer, Lookup, SlotTable, arch_layers, block_layers, fixed_layers, stage_input_size
+from nas_lab import artifacts
+from nas_lab.efficiency import COST_METRICS, Layer, Lookup, SlotTable, arch_layers, block_choices, fixed_choices
 from nas_lab.space import Arch, SearchSpace
 from nas_lab.subnet import ConvBNAct, Subnet
 
 TABLE_NAME = "latency_table.json"
-REBUILD = "nas-lab measure-latency"
 
 
 def layer_key(layer: Layer) -> str:
@@ -57,15 +58,8 @@ def layer_key(layer: Layer) -> str:
 def space_layers(space: SearchSpace) -> dict[str, Layer]:
     """Every distinct layer reachable in the space, by key."""
     out: dict[str, Layer] = {}
-    for r in space.resolutions:
-        h_last = stage_input_size(space, r, space.num_stages - 1, 1)
-        for w in space.widths:
-            layers = list(fixed_layers(space, r, w, h_last))
-            for slot in range(space.num_slots):
-                s, b = divmod(slot, space.max_depth)
-                layers += [layer for k in space.kernels for e in space.expands
-                           for layer in block_layers(space, r, w, s, b, k, e)]
-            out.update((layer_key(layer), layer) for layer in layers)
+    for _, layers in itertools.chain(fixed_choices(space), block_choices(space)):
+        out.update((layer_key(layer), layer) for layer in layers)
     return out
 
 
@@ -157,7 +151,7 @@ class LatencyTable:
             return self.entries[key]
         except KeyError:
             raise KeyError(f"layer {key} is not in the latency table (measured for another space?); "
-                           f"rebuild it with: {REBUILD}") from None
+                           f"rebuild it with: {artifacts.LATENCY_REBUILD}") from None
 
     def predict(self, arch: Arch) -> float:
         """Predicted latency (ms) of one arch: the sum over its layers."""
@@ -165,7 +159,7 @@ class LatencyTable:
 
     def slot_table(self) -> SlotTable:
         if self._slots is None:
-            self._slots = SlotTable.build(self.space, self.layer_ms, "sum", np.float64)
+            self._slots = SlotTable.build(self.space, self.layer_ms, COST_METRICS["latency_ms"].reduce, np.float64)
         return self._slots
 
     def predict_genes(self, genes: np.ndarray | Lookup) -> np.ndarray:
@@ -195,8 +189,7 @@ class LatencyTable:
     @classmethod
     def shipped(cls) -> "LatencyTable":
         """The table in ``data/`` (checked against the manifest; a clear error names the rebuild command)."""
-        from nas_lab.artifacts import verified_path
-        return cls.load(verified_path(TABLE_NAME, REBUILD))
+        return artifacts.load(TABLE_NAME)
 
 
 def measure_table(space: SearchSpace | None = None, threads: int = 1, min_run_time: float = 0.05,

@@ -35,8 +35,6 @@ from nas_lab.space import Arch, SearchSpace
 
 BENCH_NAME = "scratch_bench.csv"
 FULL_NAME = "scratch_bench_full.csv"
-REBUILD = "nas-lab build-scratch-bench --recipe bench --seed 0"
-FULL_REBUILD = "nas-lab build-scratch-bench --recipe full --seed 0"
 MIDDLE_REFERENCE = "r24_w0.75_k5e4-k5e4_k5e4-k5e4_k5e4-k5e4_k5e4-k5e4"  # the middle subnet of earlier baselines
 COLUMNS = ("arch", "resolution", "width", "test_accuracy", "minival_accuracy", "macs", "params",
            "peak_memory_kb", "train_seconds", "recipe", "seed")
@@ -112,7 +110,7 @@ def train_one(arch: Arch, recipe: Recipe, seed: int, run_dir: Path, threads: int
               progress: bool = False) -> dict[str, object]:
     """Train ``arch`` alone with ``recipe`` (resuming from ``run_dir``), evaluate it; returns one CSV row."""
     from nas_lab.dataset_builder import measure_costs
-    from nas_lab.evaluate import accuracy, extract, load_checkpoint
+    from nas_lab.evaluate import extract, load_checkpoint, top1_accuracy
     from nas_lab.train import TrainConfig, train
 
     cfg = TrainConfig(epochs=recipe.epochs, warmup_epochs=0, batch_size=recipe.batch_size, lr=recipe.lr,
@@ -123,8 +121,8 @@ def train_one(arch: Arch, recipe: Recipe, seed: int, run_dir: Path, threads: int
     sub = extract(net, arch)
     costs = measure_costs(sub, arch.resolution, net.space.in_channels)
     return {"arch": str(arch), "resolution": arch.resolution, "width": arch.width,
-            "test_accuracy": f"{accuracy(sub, 'test', arch.resolution):.2f}",
-            "minival_accuracy": f"{accuracy(sub, 'minival', arch.resolution):.2f}",
+            "test_accuracy": f"{top1_accuracy(sub, 'test', arch.resolution):.2f}",
+            "minival_accuracy": f"{top1_accuracy(sub, 'minival', arch.resolution):.2f}",
             "macs": f"{costs['macs']:.4f}", "params": costs["params"],
             "peak_memory_kb": f"{costs['peak_memory_kb']:.4f}",
             "train_seconds": f"{sum(e['seconds'] for e in log[-recipe.epochs:]):.1f}",
@@ -219,9 +217,8 @@ def read_bench(path: str | Path, space: SearchSpace | None = None) -> ScratchBen
 
 def load_scratch_bench(recipe: str = "bench") -> ScratchBench:
     """The shipped benchmark (``recipe='bench'``) or its full-recipe fidelity subset (``'full'``), sha256-checked."""
-    from nas_lab.artifacts import verified_path
+    from nas_lab import artifacts
 
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; choose one of {sorted(RECIPES)}")
-    name, rebuild = (BENCH_NAME, REBUILD) if recipe == "bench" else (FULL_NAME, FULL_REBUILD)
-    return read_bench(verified_path(name, rebuild))
+    return artifacts.load(BENCH_NAME if recipe == "bench" else FULL_NAME)

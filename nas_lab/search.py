@@ -4,9 +4,10 @@ Everything works on a population's integer **gene matrix** (:mod:`nas_lab.effici
 mutation, crossover, costing and encoding are a few numpy operations per generation, not a Python loop
 per arch; the OFA default budget (population 100 x 500 generations) takes about a second.
 
-- Constraints: upper limits on ``macs`` (millions), ``peak_memory_kb``, ``latency_ms`` (needs a
-  :class:`~nas_lab.latency.LatencyTable`) and ``params``. An unknown key is an error listing the allowed
-  keys (never silently ignored); a limit below the smallest reachable value is an error stating that value.
+- Constraints: upper limits on the cost metrics of :data:`nas_lab.efficiency.COST_METRICS`: ``macs``
+  (millions), ``peak_memory_kb``, ``latency_ms`` (needs a :class:`~nas_lab.latency.LatencyTable`) and
+  ``params``. An unknown key is an error listing the allowed keys (never silently ignored); a limit below
+  the smallest reachable value is an error stating that value.
 - Sampling is bounded: at most ``max_tries`` candidates, then an error (no ``while True``).
 - The predictor is any callable mapping a list of ``Arch`` to accuracies (percent), called in batches;
   one with a ``predict_genes`` method (the shipped MLP) is called on gene matrices directly. Each distinct
@@ -26,10 +27,10 @@ from typing import Any
 import numpy as np
 
 from nas_lab import efficiency as eff
+from nas_lab.artifacts import LATENCY_REBUILD
 from nas_lab.space import Arch, SearchSpace
 
-CONSTRAINT_KEYS = ("macs", "peak_memory_kb", "latency_ms", "params")
-UNITS = {"macs": "M MACs", "peak_memory_kb": "KB", "latency_ms": "ms", "params": "params"}
+CONSTRAINT_KEYS = tuple(eff.COST_METRICS)  # ("macs", "peak_memory_kb", "latency_ms", "params")
 Predictor = Callable[[Sequence[Arch]], Sequence[float]]
 Crossover = Callable[[np.ndarray, np.ndarray, np.random.Generator], np.ndarray]
 
@@ -60,24 +61,20 @@ class CostModel:
 
     def metric(self, genes: np.ndarray | eff.Lookup, key: str) -> np.ndarray:
         """One metric of every row of a gene matrix (or of its :func:`~nas_lab.efficiency.lookup`)."""
-        if key == "macs":
-            return self.tables["macs"].evaluate(genes) / 1e6
-        if key == "params":
-            return self.tables["params"].evaluate(genes)
-        if key == "peak_memory_kb":
-            return self.tables["peak_bytes"].evaluate(genes) / 1024
-        if key == "latency_ms":
-            return self._latency().predict_genes(genes)
-        raise ConstraintError(f"unknown metric {key!r}; allowed keys: {', '.join(CONSTRAINT_KEYS)}")
+        if key not in eff.COST_METRICS:
+            raise ConstraintError(f"unknown metric {key!r}; allowed keys: {', '.join(CONSTRAINT_KEYS)}")
+        if key in self.tables:
+            return eff.COST_METRICS[key].report(self.tables[key].evaluate(genes))
+        return self._latency().predict_genes(genes)
 
     def _latency(self) -> Any:
         if self.latency is None:
-            raise ConstraintError("a latency constraint needs a latency table (build one with: "
-                                  "nas-lab measure-latency)")
+            raise ConstraintError(f"a latency constraint needs a latency table (build one with: {LATENCY_REBUILD})")
         return self.latency
 
     def costs(self, genes: np.ndarray) -> dict[str, np.ndarray]:
-        keys = CONSTRAINT_KEYS if self.latency is not None else tuple(k for k in CONSTRAINT_KEYS if k != "latency_ms")
+        """Every metric this model can compute (latency only with a table) of every row, by key."""
+        keys = [k for k in CONSTRAINT_KEYS if k in self.tables or self.latency is not None]
         lk = eff.lookup(genes, self.space)
         return {k: self.metric(lk, k) for k in keys}
 
@@ -91,17 +88,18 @@ class CostModel:
 
     def minimum(self, key: str) -> float:
         """Smallest value of ``key`` reachable in the space (exact minimisation over the tables)."""
-        if key == "latency_ms":
-            return self._latency().minimum()
-        return eff.minimum(key, self.space)
+        if key in self.tables:
+            return eff.minimum(key, self.space)
+        return self._latency().minimum()
 
     def check_reachable(self, constraints: Mapping[str, float]) -> None:
         """Raise :class:`ConstraintError` if a limit is below the smallest reachable value of its metric."""
         for key, limit in constraints.items():
             low = self.minimum(key)
             if limit < low:
+                unit = eff.COST_METRICS[key].unit
                 raise ConstraintError(f"infeasible constraint {key} <= {limit:g}: the smallest {key} reachable in "
-                                      f"this space is {low:.6g} {UNITS[key]} (e.g. {self.space.smallest()})")
+                                      f"this space is {low:.6g} {unit} (e.g. {self.space.smallest()})")
 
 
 # ---- variation operators (small, replaceable) -----------------------------------------------------------
@@ -115,8 +113,9 @@ def mutate(genes: np.ndarray, space: SearchSpace, rng: np.random.Generator, prob
            resolution_prob: float = 0.5) -> np.ndarray:
     """Resample each gene with probability ``prob`` (resolution and width: ``resolution_prob``), like
     :meth:`SearchSpace.mutate` for a whole batch of rows at once."""
+    layout = eff.GeneLayout.of(space)
     p = np.full(genes.shape[1], prob)
-    p[:2] = resolution_prob
+    p[[layout.resolution, layout.width]] = resolution_prob
     redraw = rng.random(genes.shape) < p
     return np.where(redraw, sample_genes(space, len(genes), rng), genes)
 

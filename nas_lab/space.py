@@ -131,7 +131,7 @@ class SearchSpace:
         for name, genes, allowed in (("kernel", arch.kernels, self.kernels), ("expand", arch.expands, self.expands)):
             if len(genes) != self.num_slots:
                 raise ArchError(f"expected {self.num_slots} {name} genes, got {len(genes)}")
-            for stage, block in arch.active_slots(self.max_depth):
+            for stage, block in arch.active_slots():
                 check(f"{name} of stage {stage + 1} block {block + 1}", genes[stage * self.max_depth + block],
                       allowed)
         return arch
@@ -192,7 +192,7 @@ class Arch:
     def max_depth(self) -> int:
         return self._max_depth or len(self.kernels) // len(self.depths)
 
-    def active_slots(self, max_depth: int | None = None) -> list[tuple[int, int]]:
+    def active_slots(self) -> list[tuple[int, int]]:
         """(stage, block) of every active block, in forward order."""
         return [(s, b) for s, d in enumerate(self.depths) for b in range(d)]
 

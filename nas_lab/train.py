@@ -110,13 +110,13 @@ def save_checkpoint(path: Path, net: OFASupernet, opt: torch.optim.Optimizer, cf
 
 def monitor_accuracy(net: OFASupernet, arch: Arch, calib_images: torch.Tensor) -> float:
     """Minival accuracy (percent) of ``arch`` for the training log, BN recalibrated on training images."""
-    from nas_lab.evaluate import accuracy
+    from nas_lab.evaluate import top1_accuracy
 
     net.set_active_subnet(arch)
     sub = net.get_active_subnet().to(memory_format=torch.channels_last)
     recalibrate_bn(sub, data.normalise(calib_images, arch.resolution).contiguous(
         memory_format=torch.channels_last))
-    return accuracy(sub, "minival", arch.resolution)
+    return top1_accuracy(sub, "minival", arch.resolution)
 
 
 def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, progress: bool = True) -> OFASupernet:

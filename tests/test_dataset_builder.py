@@ -26,8 +26,8 @@ def test_build_writes_measured_rows_and_resumes(tmp_path, monkeypatch):
     import nas_lab.dataset_builder as builder
     import nas_lab.evaluate as evaluate
 
-    real_accuracy = evaluate.accuracy
-    monkeypatch.setattr(evaluate, "accuracy", lambda m, split, res, limit=None: real_accuracy(m, split, res, 200))
+    real_accuracy = evaluate.top1_accuracy
+    monkeypatch.setattr(evaluate, "top1_accuracy", lambda m, split, res, limit=None: real_accuracy(m, split, res, 200))
     out = tmp_path / "acc.csv"
     build(out, n=2, seed=3, progress=False)
     build(out, n=3, seed=3, progress=False)  # resumes: keeps the two rows, adds the third
@@ -51,7 +51,7 @@ def test_shards_merge_into_the_plan_order(tmp_path, monkeypatch):
     import nas_lab.evaluate as evaluate
     from nas_lab.dataset_builder import shard_path
 
-    monkeypatch.setattr(evaluate, "accuracy", lambda m, split, res, limit=None: 50.0)  # costs only, fast
+    monkeypatch.setattr(evaluate, "top1_accuracy", lambda m, split, res, limit=None: 50.0)  # costs only, fast
     out = tmp_path / "acc.csv"
     build(out, n=5, seed=2, progress=False, shard=(0, 2))  # plan rows 0, 2, 4
     build(out, n=3, seed=2, progress=False, shard=(1, 2))  # plan row 1 only: row 3 stays missing

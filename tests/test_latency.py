@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nas_lab import latency as lat
-from nas_lab.efficiency import Layer, arch_layers, layer_macs, to_genes
+from nas_lab.efficiency import Layer, arch_layers, to_genes
 from nas_lab.space import SearchSpace
 
 torch.set_num_threads(1)
@@ -21,7 +21,7 @@ TINY = SearchSpace(resolutions=(16,), widths=(0.5,), depths=(1, 2), kernels=(3, 
 
 def _fake_table(space: SearchSpace = SPACE) -> lat.LatencyTable:
     """Made-up but shape-dependent values: 1 us per 1k MACs + 5 us per layer."""
-    entries = {k: 0.005 + layer_macs(layer) / 1e6 for k, layer in lat.space_layers(space).items()}
+    entries = {k: 0.005 + layer.macs() / 1e6 for k, layer in lat.space_layers(space).items()}
     return lat.LatencyTable(entries, {"threads": 1}, space)
 
 

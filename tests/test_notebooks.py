@@ -196,13 +196,52 @@ def _filled_in(released: nbformat.NotebookNode, solution: nbformat.NotebookNode)
     return nb
 
 
+def _scores(gb, lab: str, student: str) -> dict[str, float]:
+    """grade_id -> score of every graded cell of a student's submission of ``lab``."""
+    return {g.name: g.score for g in gb.find_submission_notebook(lab, lab, student).grades}
+
+
+def _delegating(released: nbformat.NotebookNode, solution: nbformat.NotebookNode) -> nbformat.NotebookNode | None:
+    """The submission of a student who only calls the library: every answer cell whose solution carries a
+    ``nas_lab.delegate`` (cell metadata, stripped on release) gets that source; other answers are the
+    solution's. ``None`` when the lab has no delegate."""
+    delegates = {_nbgrader(c)["grade_id"]: c.metadata["nas_lab"]["delegate"] for c in solution.cells
+                 if "delegate" in c.metadata.get("nas_lab", {})}
+    if not delegates:
+        return None
+    nb = _filled_in(released, solution)
+    for cell in nb.cells:
+        if _nbgrader(cell).get("grade_id") in delegates:
+            cell.source = delegates[_nbgrader(cell)["grade_id"]]
+    return nb
+
+
+def _own_work_tests(nb: nbformat.NotebookNode) -> set[str]:
+    """Test cells marked ``nas_lab.own_work``: a delegating submission must score zero on them."""
+    return {_nbgrader(c)["grade_id"] for c in nb.cells if _is_test(c) and c.metadata.get("nas_lab", {}).get("own_work")}
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_delegates_pair_with_own_work_tests(lab: str) -> None:
+    """A lab with delegating answers marks the tests they must fail, and vice versa; the release hides them."""
+    solution = _read(_solution(lab))
+    has_delegates = any("delegate" in c.metadata.get("nas_lab", {}) for c in solution.cells)
+    assert has_delegates == bool(_own_work_tests(solution)), (
+        f"{lab}: answers with a nas_lab.delegate and test cells marked nas_lab.own_work go together")
+    assert "delegate" not in _released(lab).read_text(), f"labs/{lab} shows a delegate: run `make release`"
+
+
 @pytest.mark.filterwarnings("ignore:Object of type:Warning")  # SQLAlchemy noise from nbgrader's gradebook
 @pytest.mark.parametrize("lab", LABS)
 def test_autograde_round_trip(lab: str, course: Path) -> None:
     from nbgrader.api import Gradebook
 
     released = _read(fresh_release(course, lab))
-    submissions = {"solution": _filled_in(released, _read(_solution(lab))), "blank": released}
+    solution = _read(_solution(lab))
+    submissions = {"solution": _filled_in(released, solution), "blank": released}
+    delegating = _delegating(released, solution)
+    if delegating is not None:
+        submissions["delegating"] = delegating
     api = release.make_api(course / "nbgrader_config.py")
     for student, nb in submissions.items():
         folder = course / "submitted" / student / lab
@@ -218,5 +257,9 @@ def test_autograde_round_trip(lab: str, course: Path) -> None:
         assert full.code_score == full.max_code_score, (
             f"{lab}: the solution gets {full.code_score} of {full.max_code_score} autograded points")
         assert blank.code_score == 0, f"{lab}: the blank release gets {blank.code_score} autograded points"
+        if delegating is not None:
+            scores = _scores(gb, lab, "delegating")
+            scored = {gid: scores[gid] for gid in _own_work_tests(solution) if scores[gid]}
+            assert not scored, f"{lab}: answers that only call the library score on {scored}"
         manual = sum(1 for c in released.cells if _nbgrader(c).get("grade") and _is_answer(c))
         assert manual <= 2, f"{lab} has {manual} manually graded answers (at most 2)"

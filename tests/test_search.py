@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 
 import numpy as np
 import pytest
@@ -28,7 +27,7 @@ def macs_predictor(archs):
 
 
 def _latency_table() -> LatencyTable:
-    return LatencyTable({k: 0.01 + eff.layer_macs(v) / 1e6 for k, v in space_layers(SPACE).items()}, {}, SPACE)
+    return LatencyTable({k: 0.01 + v.macs() / 1e6 for k, v in space_layers(SPACE).items()}, {}, SPACE)
 
 
 # ---- constraints -----------------------------------------------------------------------------------------
@@ -61,10 +60,8 @@ def test_sampling_is_bounded_and_respects_constraints():
     c = eff.costs_genes(genes)
     assert len(genes) == 200 and (c["macs"] <= 1.0).all() and (c["params"] <= 60_000).all()
     tight = {"macs": eff.minimum("macs") * 1.01}  # reachable, but by a tiny share of the space
-    t = time.perf_counter()
-    with pytest.raises(S.ConstraintError, match="random tries"):
+    with pytest.raises(S.ConstraintError, match="random tries"):  # gives up (benchmarks/bench_engine.py: how fast)
         S.sample_feasible(10, model, tight, rng, max_tries=5000)
-    assert time.perf_counter() - t < 2
 
 
 # ---- operators -------------------------------------------------------------------------------------------
@@ -159,13 +156,11 @@ def test_latency_constraint():
     assert table.predict(r.arch) <= 1.0 and r.costs["latency_ms"] == pytest.approx(table.predict(r.arch))
 
 
-def test_ofa_default_budget_runs_in_3_seconds_with_the_mlp():
+def test_ofa_default_budget_runs_with_the_mlp():
+    """The OFA default budget (100 x 500) end to end with the MLP; benchmarks/bench_engine.py times it."""
     mlp = MLPPredictor()  # untrained: the same compute as the trained one
-    S.evolution_search(mlp, population=10, generations=2)  # warm-up (tables, torch)
-    t = time.perf_counter()
-    r = S.evolution_search(mlp, {"macs": 3.0, "peak_memory_kb": 30.0}, seed=0)  # 100 x 500
-    assert len(r.history) == 501
-    assert time.perf_counter() - t <= 3.0
+    r = S.evolution_search(mlp, {"macs": 3.0, "peak_memory_kb": 30.0}, seed=0)
+    assert len(r.history) == 501 and r.costs["macs"] <= 3.0 and r.costs["peak_memory_kb"] <= 30.0
 
 
 # ---- Pareto front ----------------------------------------------------------------------------------------

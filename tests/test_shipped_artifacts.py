@@ -1,8 +1,9 @@
-"""The shipped accuracy data set, accuracy predictor and latency table: what they claim is what they hold.
+"""The shipped files: the registry covers the manifest, and what the files claim is what they hold.
 
-Each test recomputes a claimed figure by another route: the data set's costs by the analytic formulas, its
-rows by the seeded plan, one of its accuracies by extracting the subnet again, the predictor's recorded
-held-out metrics by predicting the held-out rows, the latency table's coverage from the space.
+Each test of the accuracy data set, the predictor and the latency table recomputes a claimed figure by
+another route: the data set's costs by the analytic formulas, its rows by the seeded plan, one of its
+accuracies by extracting the subnet again, the predictor's recorded held-out metrics by predicting the
+held-out rows, the latency table's coverage from the space.
 """
 
 import math
@@ -20,7 +21,31 @@ SPACE = SearchSpace()
 
 @pytest.fixture(scope="module")
 def dataset() -> acc.Dataset:
-    return acc.load_dataset(artifacts.verified_path(acc.DATASET_NAME))
+    return artifacts.load(acc.DATASET_NAME)
+
+
+def test_every_manifest_entry_is_registered_with_the_same_rebuild_command():
+    manifest = artifacts.load_manifest()
+    assert set(manifest) <= set(artifacts.ARTIFACTS), set(manifest) - set(artifacts.ARTIFACTS)
+    for name, entry in manifest.items():
+        assert artifacts.ARTIFACTS[name].rebuild == entry["rebuild"], name
+    for module_constant in (acc.DATASET_NAME, acc.PREDICTOR_NAME, latency.TABLE_NAME):
+        assert module_constant in artifacts.ARTIFACTS
+
+
+@pytest.mark.parametrize("name", sorted(artifacts.ARTIFACTS))
+def test_every_registered_loader_loads_its_file(name):
+    entry = artifacts.ARTIFACTS[name]
+    assert entry.name == name and entry.rebuild and entry.description
+    assert callable(entry.load_function())  # resolvable even before the file is built
+    if name not in artifacts.load_manifest() or not (artifacts.data_dir() / name).exists():
+        pytest.skip(f"{name} is not built (and recorded in the manifest) yet")
+    assert artifacts.load(name) is not None
+
+
+def test_an_unregistered_name_is_an_error_listing_the_registry():
+    with pytest.raises(artifacts.ArtifactError, match="not a shipped artifact.*supernet.safetensors"):
+        artifacts.load("nope.csv")
 
 
 def test_dataset_is_the_seeded_plan_and_spans_every_resolution_and_width(dataset):
@@ -88,7 +113,7 @@ def test_evaluate_cli_reproduces_the_recorded_reference_accuracy(name):
     import subprocess
     import sys
 
-    recorded = json.loads(artifacts.verified_path("supernet.json").read_text())["reference_accuracy"][name]
+    recorded = artifacts.load("supernet.json")["reference_accuracy"][name]
     proc = subprocess.run([sys.executable, "-m", "nas_lab.cli", "evaluate", "--arch", name, "--json"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

@@ -50,7 +50,8 @@ def test_the_leak_check_can_fail(dist: Path, tmp_path: Path) -> None:
     lab = LABS[0]
     nb = nbformat.read(ROOT / "solutions" / lab / f"{lab}.ipynb", as_version=4)
     for cell in nb.cells:  # strip the markers: the check must find the answer lines themselves
-        cell.source = "\n".join(l for l in cell.source.splitlines() if "### BEGIN" not in l and "### END" not in l)
+        lines = cell.source.splitlines()
+        cell.source = "\n".join(x for x in lines if "### BEGIN" not in x and "### END" not in x)
     nbformat.write(nb, copy / "labs" / lab / "leaked.ipynb")
     found = student_dist.leaks(copy)
     assert any("solution" in f for f in found) and any("hidden tests" in f for f in found), found

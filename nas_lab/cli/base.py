@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 Handler = Callable[[argparse.Namespace], int]
@@ -53,6 +54,13 @@ def emit(result: dict[str, Any], as_json: bool, text: Callable[[dict[str, Any]],
 
 def add_json_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def add_artifact_flags(p: argparse.ArgumentParser, what: str) -> None:
+    """--out, --no-record and --json for a command that writes a shipped artifact (``what``)."""
+    p.add_argument("--out", type=Path, default=None, help=f"{what} (default: the shipped path in data/)")
+    p.add_argument("--no-record", action="store_true", help="do not update data/manifest.json")
+    add_json_flag(p)
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:

@@ -28,7 +28,6 @@ def _dataset_configure(p: argparse.ArgumentParser) -> None:
          configure=_dataset_configure)
 def build_accuracy_dataset(args: argparse.Namespace) -> int:
     from nas_lab.artifacts import data_dir, record
-    from nas_lab.cli_supernet import DATASET_REBUILD
     from nas_lab.dataset_builder import build
 
     out = args.out or data_dir() / "accuracy_dataset.csv"
@@ -39,7 +38,7 @@ def build_accuracy_dataset(args: argparse.Namespace) -> int:
     except (ValueError, RuntimeError) as err:
         return fail(str(err))
     if args.out is None and shard is None:
-        record(out.name, DATASET_REBUILD, f"{args.n} random subnets: minival accuracy after BN recalibration, "
+        record(out.name, description=f"{args.n} random subnets: minival accuracy after BN recalibration, "
                "MACs, params, peak memory")
     return 0
 
@@ -60,16 +59,7 @@ def _scratch_configure(p: argparse.ArgumentParser) -> None:
          configure=_scratch_configure)
 def build_scratch_bench(args: argparse.Namespace) -> int:
     from nas_lab.artifacts import data_dir, record
-    from nas_lab.scratch_bench import (
-        BENCH_NAME,
-        FULL_NAME,
-        FULL_REBUILD,
-        REBUILD,
-        RECIPES,
-        build,
-        fidelity_archs,
-        planned_archs,
-    )
+    from nas_lab.scratch_bench import BENCH_NAME, FULL_NAME, RECIPES, build, fidelity_archs, planned_archs
     from nas_lab.space import SearchSpace
 
     space = SearchSpace()
@@ -82,7 +72,7 @@ def build_scratch_bench(args: argparse.Namespace) -> int:
     except (ValueError, RuntimeError) as err:
         return fail(str(err))
     if args.out is None and shard is None:
-        record(out.name, REBUILD if bench else FULL_REBUILD,
-               f"{len(archs)} subnets trained alone from scratch ({RECIPES[args.recipe].describe()}): "
-               "test and minival accuracy, MACs, params, peak memory, train seconds")
+        recipe = RECIPES[args.recipe].describe()
+        record(out.name, description=f"{len(archs)} subnets trained alone from scratch ({recipe}): test and "
+               "minival accuracy, MACs, params, peak memory, train seconds")
     return 0

@@ -6,11 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
-from nas_lab.cli.base import add_json_flag, command, fail
+from nas_lab.cli.base import add_artifact_flags, command, fail
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, default=None, help="JSON file (default: the shipped table path)")
+    add_artifact_flags(p, "JSON file")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--min-run-time", type=float, default=0.05, help="seconds of timing per layer")
     p.add_argument("--passes", type=int, default=1,
@@ -20,8 +20,6 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--validate", type=int, default=30, metavar="N",
                    help="compare with the measured latency of N random subnets (0: skip)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-record", action="store_true", help="do not update data/manifest.json")
-    add_json_flag(p)
 
 
 @command("measure-latency", "measure the per-layer latency table of this machine (about a minute)",
@@ -42,7 +40,7 @@ def measure_latency(args: argparse.Namespace) -> int:
     out = args.out or artifacts.data_dir() / latency.TABLE_NAME
     table.save(out)
     if not args.no_record and Path(out).resolve().parent == artifacts.data_dir().resolve():
-        artifacts.record(Path(out).name, latency.REBUILD,
+        artifacts.record(Path(out).name, artifacts.LATENCY_REBUILD,
                          f"per-layer latency table ({len(table.entries)} layers, {args.threads} thread(s)) "
                          f"measured on {table.meta['machine']}")
     summary = {"out": str(out), "layers": len(table.entries), **{k: table.meta[k] for k in ("machine", "threads")},

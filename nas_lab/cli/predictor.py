@@ -6,17 +6,15 @@ import argparse
 import json
 from pathlib import Path
 
-from nas_lab.cli.base import add_json_flag, command, fail, warn
+from nas_lab.cli.base import add_artifact_flags, command, fail, warn
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", type=Path, default=None, help="CSV (default: the shipped accuracy data set)")
-    p.add_argument("--out", type=Path, default=None, help="weights file (default: the shipped predictor path)")
+    add_artifact_flags(p, "weights file")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--test-fraction", type=float, default=0.2)
-    p.add_argument("--no-record", action="store_true", help="do not update data/manifest.json")
-    add_json_flag(p)
 
 
 @command("train-predictor", "retrain the accuracy MLP from the data set CSV and write the shipped weights",
@@ -27,7 +25,7 @@ def train_predictor(args: argparse.Namespace) -> int:
     from nas_lab import accuracy, artifacts
 
     try:
-        dataset = args.dataset or artifacts.verified_path(accuracy.DATASET_NAME, "nas-lab build-accuracy-dataset")
+        dataset = args.dataset or artifacts.verified_path(accuracy.DATASET_NAME)
         data = accuracy.load_dataset(dataset)
     except (artifacts.ArtifactError, FileNotFoundError, ValueError) as err:
         return fail(str(err), 1)
@@ -42,7 +40,7 @@ def train_predictor(args: argparse.Namespace) -> int:
     model.save(out)
     recorded = False
     if not args.no_record and Path(out).resolve().parent == artifacts.data_dir().resolve():
-        artifacts.record(Path(out).name, accuracy.REBUILD,
+        artifacts.record(Path(out).name, artifacts.PREDICTOR_REBUILD,
                          f"accuracy MLP (3x400) trained on {len(data)} rows, seed {args.seed}; held-out RMSE "
                          f"{report['mlp']['rmse']:.3f} points")
         recorded = True

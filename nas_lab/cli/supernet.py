@@ -55,13 +55,13 @@ def _export_configure(p: argparse.ArgumentParser) -> None:
 
 def reference_accuracy(net) -> dict[str, dict[str, float]]:
     """Test and minival accuracy of the largest and smallest subnets (BN recalibrated), as `evaluate` reports."""
-    from nas_lab.evaluate import accuracy, extract
+    from nas_lab.evaluate import extract, top1_accuracy
 
     out = {}
     for name in ("largest", "smallest"):
         arch = net.space.parse(name)
         sub = extract(net, arch)
-        out[name] = {"arch": str(arch), **{split: round(accuracy(sub, split, arch.resolution), 2)
+        out[name] = {"arch": str(arch), **{split: round(top1_accuracy(sub, split, arch.resolution), 2)
                                            for split in ("test", "minival")}}
     return out
 
@@ -70,7 +70,6 @@ def reference_accuracy(net) -> dict[str, dict[str, float]]:
          configure=_export_configure)
 def export(args: argparse.Namespace) -> int:
     from nas_lab.artifacts import data_dir, record
-    from nas_lab.cli_supernet import SUPERNET_REBUILD
     from nas_lab.evaluate import load_checkpoint
     from nas_lab.train import export_supernet
 
@@ -81,8 +80,8 @@ def export(args: argparse.Namespace) -> int:
         extra["reference_accuracy"] = reference_accuracy(load_checkpoint(args.checkpoint))
         print(json.dumps(extra["reference_accuracy"]))
     weights, config = export_supernet(args.checkpoint, data_dir(), extra)
-    record(weights.name, SUPERNET_REBUILD, "pretrained once-for-all supernet weights (safetensors)")
-    record(config.name, SUPERNET_REBUILD, "supernet search space, training config and training log")
+    record(weights.name)  # rebuild command and description: the registry (nas_lab.artifacts)
+    record(config.name)
     print(f"wrote {weights} and {config}; manifest updated")
     return 0
 
@@ -101,7 +100,7 @@ def _evaluate_configure(p: argparse.ArgumentParser) -> None:
 def evaluate(args: argparse.Namespace) -> int:
     from nas_lab.artifacts import ArtifactError
     from nas_lab.dataset_builder import measure_costs
-    from nas_lab.evaluate import accuracy, extract, load_checkpoint, load_supernet
+    from nas_lab.evaluate import extract, load_checkpoint, load_supernet, top1_accuracy
     from nas_lab.space import ArchError, SearchSpace
 
     try:
@@ -111,7 +110,7 @@ def evaluate(args: argparse.Namespace) -> int:
     except (ArchError, ArtifactError, FileNotFoundError) as err:
         return fail(str(err))
     sub = extract(net, arch)
-    acc = accuracy(sub, args.split, arch.resolution, args.limit)
+    acc = top1_accuracy(sub, args.split, arch.resolution, args.limit)
     result = {"arch": str(arch), "split": args.split, "accuracy": round(acc, 2),
               **measure_costs(sub, arch.resolution, net.space.in_channels)}
     result["macs"] = round(result["macs"], 4)
