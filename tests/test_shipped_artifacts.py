@@ -106,7 +106,7 @@ def test_shipped_latency_table_covers_the_space_and_says_where_it_was_measured()
     assert 0 < table.minimum() <= min(fastest_sampled, table.predict(SPACE.smallest())) + 1e-9
 
 
-@pytest.mark.parametrize("name", ["largest", "smallest"])
+@pytest.mark.parametrize("name", [pytest.param("largest", marks=pytest.mark.slow), "smallest"])
 def test_evaluate_cli_reproduces_the_recorded_reference_accuracy(name):
     """`nas-lab evaluate --arch largest|smallest` gives the test accuracy recorded in supernet.json at export."""
     import json

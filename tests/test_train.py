@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from nas_lab.train import TrainConfig, augment, lr_at, train
@@ -92,6 +93,7 @@ def test_learning_rate_schedule():
     assert lr_at(cfg, 0.5) < lr_at(cfg, 0.3) and lr_at(cfg, 1.0) < 1e-9
 
 
+@pytest.mark.slow
 def test_two_process_data_parallel_run_with_gloo(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
