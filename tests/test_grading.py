@@ -18,12 +18,14 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from nas_lab.grading_feedback import student_view
-from nas_lab.grading_guard import Guard
-from nas_lab.grading_jobs import Limits, build_course
-from nas_lab.grading_report import changes, manual_grades, write_grades
-from nas_lab.grading_rewrite import rewrite_test, split_hidden, top_level_names, visible_source
-from nas_lab.grading_submissions import load, normalise, read_notebook
+from nas_lab.grading import Limits
+from nas_lab.grading.cells import split_hidden, visible_source
+from nas_lab.grading.course import build_course, build_site
+from nas_lab.grading.feedback import student_view
+from nas_lab.grading.guard import Guard
+from nas_lab.grading.report import changes, manual_grades, write_grades
+from nas_lab.grading.rewrite import rewrite_test, top_level_names
+from nas_lab.grading.submissions import load, normalise, read_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tests" / "grading_corpus"
@@ -277,6 +279,15 @@ def test_rewritten_tests_refuse_fakes(fake: str) -> None:
 def test_rewritten_tests_use_pristine_builtins() -> None:
     scope = _run_rewritten("ok = abs(-3) == 3 and len([1, 2]) == 2", abs=lambda x: 0, len=lambda x: 2)
     assert scope["ok"] is True
+
+
+def test_site_copies_every_subpackage(tmp_path: Path) -> None:
+    """Kernels import nas_lab (the guard in nas_lab/grading/ included) from the site copy: all of it goes."""
+    site = build_site(tmp_path)
+    package = ROOT / "nas_lab"
+    for init in package.rglob("__init__.py"):
+        assert (site / "nas_lab" / init.relative_to(package)).is_file(), init
+    assert (site / "nas_lab" / "grading" / "guard.py").is_file()
 
 
 def test_read_notebook_rejects_junk() -> None:

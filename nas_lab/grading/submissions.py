@@ -23,6 +23,8 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
+from nas_lab.grading.cells import grade_id, is_answer, is_graded, is_locked, nbgrader
+
 MAX_NOTEBOOK_BYTES = 50_000_000
 MAX_ZIP_BYTES = 200_000_000
 _IGNORED = ("__MACOSX", ".ipynb_checkpoints")
@@ -46,8 +48,7 @@ class Submission:
 
 def grade_ids(nb: NotebookNode) -> list[str]:
     """The nbgrader grade_ids of a notebook's cells, in order."""
-    return [c.metadata.get("nbgrader", {}).get("grade_id") for c in nb.cells
-            if c.metadata.get("nbgrader", {}).get("grade_id")]
+    return [grade_id(c) for c in nb.cells if grade_id(c)]
 
 
 def read_notebook(data: bytes) -> tuple[NotebookNode | None, str]:
@@ -114,17 +115,12 @@ def discover(folder: Path, exclude: Path | None = None) -> list[tuple[str, Path]
 def likeness(nb: NotebookNode, release: NotebookNode) -> float:
     """How much ``nb`` looks like (a copy of) ``release``: locked cells with the same id and source count 1,
     other shared grade_ids 0.01 (labs share ids such as ``setup`` or ``q1_test``; their sources differ)."""
-    mine = {}
-    for c in nb.cells:
-        gid = c.metadata.get("nbgrader", {}).get("grade_id")
-        if gid:
-            mine[gid] = c.source
+    mine = {grade_id(c): c.source for c in nb.cells if grade_id(c)}
     score = 0.0
     for c in release.cells:
-        meta = c.metadata.get("nbgrader", {})
-        gid = meta.get("grade_id")
+        gid = grade_id(c)
         if gid in mine:
-            score += 1.0 if meta.get("locked") and not meta.get("solution") and mine[gid] == c.source else 0.01
+            score += 1.0 if is_locked(c) and mine[gid] == c.source else 0.01
     return score
 
 
@@ -195,14 +191,13 @@ def normalise(nb: NotebookNode, release: NotebookNode) -> tuple[NotebookNode, li
     of a locked cell, the last of an answer) and the others run as ordinary code, and deleted cells of
     the release are put back where they were. Outputs are dropped; cell ids are made unique.
     """
-    ref = {c.metadata["nbgrader"]["grade_id"]: c for c in release.cells
-           if c.metadata.get("nbgrader", {}).get("grade_id")}
+    ref = {grade_id(c): c for c in release.cells if grade_id(c)}
     notes, flags = [], []
     cells: list[NotebookNode] = []
     where: dict[str, int] = {}
     for cell in nb.cells:
         cell = nbformat.from_dict(dict(cell))
-        gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+        gid = grade_id(cell)
         if gid and gid not in ref:
             cell.metadata.pop("nbgrader", None)
             gid = None
@@ -211,13 +206,13 @@ def normalise(nb: NotebookNode, release: NotebookNode) -> tuple[NotebookNode, li
             cells.append(cell)
             continue
         model = ref[gid]
-        answer = bool(model.metadata["nbgrader"].get("solution"))
+        answer = is_answer(model)
         if gid in where:  # as nbgrader's DeduplicateIds: the last copy is graded, earlier ones run as plain code
             flags.append("duplicate_cell")
             notes.append(f"cell {gid} appears more than once: the last copy is graded, the others run as plain code")
             cells[where[gid]].metadata.pop("nbgrader", None)
-        if {k: v for k, v in cell.metadata.get("nbgrader", {}).items() if k != "checksum"} != {
-                k: v for k, v in model.metadata["nbgrader"].items() if k != "checksum"}:
+        if {k: v for k, v in nbgrader(cell).items() if k != "checksum"} != {
+                k: v for k, v in nbgrader(model).items() if k != "checksum"}:
             flags.append("metadata_edited")
             notes.append(f"cell {gid} had its nbgrader metadata changed; restored")
         if cell.cell_type != model.cell_type:
@@ -226,7 +221,7 @@ def normalise(nb: NotebookNode, release: NotebookNode) -> tuple[NotebookNode, li
             notes.append(f"cell {gid} had its type changed; restored")
         cell.metadata["nbgrader"] = dict(model.metadata["nbgrader"])
         if not answer and cell.source != model.source:
-            flags.append("test_edited" if model.metadata["nbgrader"].get("grade") else "locked_edited")
+            flags.append("test_edited" if is_graded(model) else "locked_edited")
             notes.append(f"locked cell {gid} was edited; the original was restored")
             cell.source = model.source
         where[gid] = len(cells)
@@ -234,7 +229,7 @@ def normalise(nb: NotebookNode, release: NotebookNode) -> tuple[NotebookNode, li
     # put back the release cells that are missing, after the release cell that precedes them
     anchor = -1
     for model in release.cells:
-        gid = model.metadata.get("nbgrader", {}).get("grade_id")
+        gid = grade_id(model)
         if gid is None:
             continue
         if gid in where:
@@ -245,10 +240,10 @@ def normalise(nb: NotebookNode, release: NotebookNode) -> tuple[NotebookNode, li
         where = {k: (v + 1 if v > anchor else v) for k, v in where.items()}
         anchor += 1
         where[gid] = anchor
-        if model.metadata["nbgrader"].get("solution"):
+        if is_answer(model):
             notes.append(f"answer cell {gid} was missing; added back empty")
         else:
-            flags.append("test_deleted" if model.metadata["nbgrader"].get("grade") else "cell_deleted")
+            flags.append("test_deleted" if is_graded(model) else "cell_deleted")
             notes.append(f"locked cell {gid} was deleted; restored")
     for i, cell in enumerate(cells):
         cell["id"] = f"cell-{i}"

@@ -5,8 +5,8 @@ timeout) and adds what a class of real submissions needs:
 
 * a kernel that dies (``os._exit``, a crash, the memory limit) or a cell that ignores the interrupt
   after its timeout costs that cell only: the notebook is run again from a fresh kernel without it;
-* the in-kernel :mod:`nas_lab.grading_guard` restores monkeypatched functions before each test cell
-  and detects tampering during it; test cells run rewritten (:mod:`nas_lab.grading_rewrite`) so that values from
+* the in-kernel :mod:`nas_lab.grading.guard` restores monkeypatched functions before each test cell
+  and detects tampering during it; test cells run rewritten (:mod:`nas_lab.grading.rewrite`) so that values from
   student code are checked before they are compared; an error-reporting canary runs before each test;
 * hidden tests run as a separate execution after the visible part has passed, so that their source
   never reaches the kernel while student code could print it into the visible output;
@@ -32,7 +32,8 @@ from nbformat.v4 import new_code_cell, new_output
 from nbgrader.preprocessors import Execute
 from traitlets import Dict, Integer, List, Unicode
 
-from nas_lab.grading_rewrite import cell_kind, rewrite_locked, rewrite_test, split_hidden, top_level_names
+from nas_lab.grading.cells import BEGIN_HIDDEN, END_HIDDEN, cell_kind, grade_id, split_hidden
+from nas_lab.grading.rewrite import rewrite_locked, rewrite_test, top_level_names
 
 SIGNALS = {6: "SIGABRT: aborted, often a failed memory allocation", 9: "SIGKILL: killed, e.g. out of memory",
            11: "SIGSEGV: a crash in native code", 25: "SIGXFSZ: wrote a file larger than allowed"}
@@ -80,8 +81,8 @@ class GuardedExecute(Execute):
     report_file = Unicode("", help="where to write the JSON grading report").tag(config=True)
     progress_file = Unicode("", help="JSON lines, one per graded cell, written as they finish").tag(config=True)
     protected_dirs = List([], help="[[copy, master], ...]: folders the kernel must not change").tag(config=True)
-    begin_hidden = Unicode("BEGIN HIDDEN TESTS").tag(config=True)
-    end_hidden = Unicode("END HIDDEN TESTS").tag(config=True)
+    begin_hidden = Unicode(BEGIN_HIDDEN).tag(config=True)
+    end_hidden = Unicode(END_HIDDEN).tag(config=True)
     kernel_env = Dict({}, help="environment of the kernel (default: this process's)").tag(config=True)
     kernel_memory_mb = Integer(0, help="RLIMIT_DATA of the kernel in MB (0: inherited)").tag(config=True)
 
@@ -124,7 +125,7 @@ class GuardedExecute(Execute):
 
     @staticmethod
     def _gid(cell) -> str:  # noqa: ANN001
-        return cell.metadata.get("nbgrader", {}).get("grade_id", "")
+        return grade_id(cell) or ""
 
     def _event(self, kind: str, detail: str, index: int) -> None:
         self.report["events"].append({"kind": kind, "detail": detail, "cell": index,
@@ -329,7 +330,7 @@ class GuardedExecute(Execute):
 
     def _install(self, index: int) -> None:
         self.installed = True
-        install = f"__import__('nas_lab.grading_guard', fromlist=['install']).install({self.token!r})"
+        install = f"__import__('nas_lab.grading.guard', fromlist=['install']).install({self.token!r})"
         text, why = self._expression(install, index, timeout=300)
         if not isinstance(text, str) or not text.startswith(self.token):
             raise KernelLost(-1, f"the grading guard could not be installed: {why}")

@@ -1,20 +1,15 @@
-"""Runs inside the kernel that grades one submission: keeps the test cells honest.
+"""Runs inside the grading kernel: a snapshot of the pristine interpreter, and its restoration.
 
-The grader (:mod:`nas_lab.grading_execute`) installs a :class:`Guard` before the first cell, under a
-random name in ``builtins``, and calls it around the cells it runs:
+Part of the guard (:mod:`nas_lab.grading.guard`), which takes the :class:`Snapshot` when it is installed,
+before any student code runs, and has it
 
-* after each locked (instructor) cell, :meth:`Guard.after_locked` snapshots the modules imported so far
-  and the helpers the cell defined (functions, classes, modules);
-* before and after each test cell, :meth:`Guard.restore` puts back whatever student code replaced:
+* record, after each locked (instructor) cell, the modules imported so far and the helpers the cell
+  defined (functions, classes, modules): :meth:`Snapshot.trust_locked`;
+* put back, before and after each test cell, whatever student code replaced (:meth:`Snapshot.restore`):
   functions and classes of numpy, torch, nas_lab, the standard library's comparison helpers, builtins,
   ``sys.stdout``/``stderr``/hooks, import hooks, IPython's input transformers, traceback display and
   event hooks, the locked cells' helpers. A change found *after* a test cell means the test was tampered
-  with while it ran: the grader fails that test;
-* test cells are rewritten (see :func:`nas_lab.grading_rewrite.rewrite_test`) so that every value that
-  comes out of student code passes :meth:`Guard.check`: an object whose class (written by the student)
-  redefines comparison, truth, arithmetic or conversion methods, or numpy/torch dispatch hooks, is
-  refused, so an "always equal" object cannot pass an ``assert got == expected``. Builtins named in test
-  cells are taken from the pristine snapshot, so a student's ``def abs(x): ...`` does not reach them.
+  with while it ran (:func:`critical`): the grader fails that test.
 
 Only the standard library is imported here: the module is loaded before any student code runs.
 """
@@ -22,13 +17,12 @@ Only the standard library is imported here: the module is loaded before any stud
 from __future__ import annotations
 
 import builtins
-import json
-import linecache
-import operator
 import sys
 import threading
 import types
 import warnings
+
+from nas_lab.grading.checks import HEAPTYPE, RISKY, class_dict, class_flags, mro
 
 #: Roots of the modules whose functions and classes are restored before every test cell.
 PREFIXES = frozenset({
@@ -37,14 +31,6 @@ PREFIXES = frozenset({
     "numbers", "copy", "collections", "IPython", "ipykernel", "inspect", "types", "abc", "json", "re", "enum",
     "dataclasses", "typing", "pathlib", "datetime", "contextlib",
 })
-#: Methods that let an object fake a comparison, a truth value, a number or a numpy/torch result.
-RISKY = frozenset(
-    f"__{n}__" for n in (
-        "eq ne lt le gt ge bool hash float int index complex round trunc floor ceil abs neg pos invert "
-        "add radd sub rsub mul rmul truediv rtruediv floordiv rfloordiv mod rmod pow rpow matmul rmatmul "
-        "and rand or ror xor rxor contains getattr getattribute class instancecheck subclasscheck "
-        "torch_function torch_dispatch array array_ufunc array_function array_priority array_interface "
-        "array_struct").split())
 #: Submodules imported with their package (lazily loaded ones would otherwise first appear, already
 #: patched, in student code).
 EAGER = {"numpy": ("numpy.testing",), "torch": ("torch.testing",)}
@@ -53,18 +39,7 @@ KNOWN_PATCHES = frozenset({"inspect.getfile"})
 #: A change found after a test cell fails the test only if it is in one of these (else it is restored).
 CRITICAL = ("builtins", "numpy", "torch", "nas_lab", "math", "operator", "unittest", "functools", "importlib",
             "sys", "IPython", "ZMQInteractiveShell", "IPythonKernel", "kernel", "locked", "guard")
-_HEAPTYPE = 1 << 9
 _MISSING = object()
-_OPS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt,
-        ">=": operator.ge, "in": lambda a, b: a in b, "not in": lambda a, b: a not in b,
-        "is": operator.is_, "is not": operator.is_not}
-_BIN = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "//": operator.floordiv,
-        "%": operator.mod, "**": operator.pow, "@": operator.matmul, "&": operator.and_, "|": operator.or_,
-        "^": operator.xor, "<<": operator.lshift, ">>": operator.rshift}
-_UN = {"-": operator.neg, "+": operator.pos, "~": operator.invert}
-_mro = type.__dict__["__mro__"].__get__
-_tdict = type.__dict__["__dict__"].__get__
-_flags = type.__dict__["__flags__"].__get__
 
 
 def _same(a: object, b: object) -> bool:
@@ -99,28 +74,28 @@ def _restorable(value: object) -> bool:
     return callable(value) or isinstance(value, (types.ModuleType, property, classmethod, staticmethod))
 
 
-class Guard:
-    """Snapshot of the pristine interpreter state, and the checks the rewritten test cells call."""
+def critical(fixed: list[str]) -> list[str]:
+    """What of the restored ``fixed`` means tampering, when it changed while a test ran."""
+    return [f for f in fixed if f.partition(".")[0].partition(" ")[0] in CRITICAL or "locked cell" in f
+            or f.startswith(("sys.", "IPython", "kernel"))]
 
-    def __init__(self, token: str, out_limit: int = 20_000_000, hooks: bool = True) -> None:
-        from IPython import get_ipython
 
-        self.token = token
-        self.name = f"_nas_lab_guard_{token}"
-        self.shell = get_ipython()
+class Snapshot:
+    """The pristine state of the kernel's interpreter, taken before student code runs, and put back on demand.
+
+    ``pristine`` holds the builtins as they were when the guard was installed: a module global that shadows
+    one of them is removed on restore. ``trusted`` holds the ids of the classes recorded here (their
+    instances pass :class:`~nas_lab.grading.checks.ValueChecks` unchecked).
+    """
+
+    def __init__(self, shell: object, pristine: dict[str, object]) -> None:
+        self.shell = shell
+        self.pristine = pristine
         self.modules: dict[str, tuple[types.ModuleType, dict]] = {}
         self.classes: dict[int, tuple[type, dict]] = {}
         self.trusted: set[int] = set()
         self.protected: dict[str, object] = {}
         self.threads = set(threading.enumerate())
-        self.reload = __import__("importlib").reload
-        self.B = dict(builtins.__dict__)  # the pristine builtins, for the rewritten test cells
-        self.B[self.name] = self
-        if hooks:  # off only in unit tests, outside a kernel
-            builtins.__dict__[self.name] = self
-            self._cap_streams(out_limit)
-        if hooks and self.shell is not None:
-            self.shell.ask_exit = self._ask_exit  # exit()/quit() would kill the kernel a cell later
         self.roots = _library_roots()
         self.state: dict[str, object] = {}
         self._snapshot_state()
@@ -134,29 +109,12 @@ class Guard:
         self._snapshot_state()
         self.snapshot_modules()
 
+    def new_threads(self) -> list[str]:
+        """Names of the live threads started by notebook code since the snapshot."""
+        return sorted(t.name for t in threading.enumerate() if t not in self.threads and t.is_alive()
+                      and _student_code(getattr(t, "_target", None) or t.run, self.roots))
+
     # ------------------------------------------------------------------------------------ snapshots
-
-    def _ask_exit(self) -> None:
-        raise SystemExit("exit() or quit() was called: the grader keeps the kernel running")
-
-    def _cap_streams(self, limit: int) -> None:
-        """Drop stream output beyond ``limit`` characters per stream (a gigabyte print never leaves)."""
-        for stream in (sys.stdout, sys.stderr):
-            write, used = stream.write, [0]
-
-            def capped(text: str, _write=write, _used=used, _stream=stream) -> int:
-                n = len(text)
-                if _used[0] >= limit:
-                    return n
-                if _used[0] + n > limit:
-                    text = text[: limit - _used[0]] + "\n[output truncated by the grader]\n"
-                _used[0] += n
-                return _write(text)
-
-            try:
-                stream.write = capped
-            except (AttributeError, TypeError):
-                pass
 
     def _snapshot_state(self) -> None:
         s, shell = self.state, self.shell
@@ -167,7 +125,7 @@ class Guard:
                    getattr(shell, "display_pub", None)]
         s["objects"] = [(o, dict(vars(o))) for o in objects if o is not None and hasattr(o, "__dict__")]
         for o in objects + [sys.stdout, sys.stderr]:
-            for cls in _mro(type(o)) if o is not None else ():
+            for cls in mro(type(o)) if o is not None else ():
                 self._snapshot_class(cls)
         if shell is not None:
             s["lists"] = [(lst, list(lst)) for lst in (
@@ -181,8 +139,8 @@ class Guard:
         if id(cls) in self.trusted:
             return
         self.trusted.add(id(cls))
-        if _flags(cls) & _HEAPTYPE:
-            self.classes[id(cls)] = (cls, dict(_tdict(cls)))
+        if class_flags(cls) & HEAPTYPE:
+            self.classes[id(cls)] = (cls, dict(class_dict(cls)))
 
     def snapshot_modules(self, only: types.ModuleType | None = None) -> None:
         """Record the modules (of :data:`PREFIXES`) not seen yet, or re-record ``only`` (after a reload)."""
@@ -213,7 +171,7 @@ class Guard:
                 cls = getattr(builtins, name, None) or type(None)
                 self.trusted.add(id(cls))
 
-    def after_locked(self, names: list[str], refresh: bool = False) -> str:
+    def trust_locked(self, names: list[str], refresh: bool = False) -> None:
         """A locked cell ran: trust what it imported and protect the helpers it defined (``refresh``: no
         student code ran yet, so everything the cell changed, e.g. by importing torch, is trusted)."""
         if refresh:
@@ -226,7 +184,6 @@ class Guard:
                 self.protected[name] = value
                 if isinstance(value, type):
                     self._snapshot_class(value)
-        return self._report([])
 
     # ------------------------------------------------------------------------------------- restoring
 
@@ -261,12 +218,12 @@ class Guard:
                 cur[key] = value
                 fixed.append(f"{where}.{key}")
         for key in [k for k in list(cur) if k not in snap]:
-            if isinstance(key, str) and key in self.B and not key.startswith("_"):
+            if isinstance(key, str) and key in self.pristine and not key.startswith("_"):
                 del cur[key]  # a module global that shadows a builtin
                 fixed.append(f"{where}.{key}")
 
     def _restore_class(self, cls: type, snap: dict, fixed: list[str]) -> None:
-        cur = _tdict(cls)
+        cur = class_dict(cls)
         for key, value in snap.items():
             if _restorable(value) and not _same(cur.get(key, _MISSING), value):
                 try:
@@ -275,7 +232,7 @@ class Guard:
                 except (TypeError, AttributeError):
                     pass
         for key in [k for k in list(cur) if k not in snap]:
-            if key in RISKY or any(key in _tdict(base) for base in _mro(cls)[1:]):
+            if key in RISKY or any(key in class_dict(base) for base in mro(cls)[1:]):
                 try:
                     type.__delattr__(cls, key)
                     fixed.append(f"{cls.__module__}.{cls.__qualname__}.{key}")
@@ -329,132 +286,3 @@ class Guard:
             if any(not _same(handlers.get(k), v) for k, v in snap.items()):
                 handlers.update(snap)
                 fixed.append("kernel message handlers")
-
-    # --------------------------------------------------------------------------------- test hooks
-
-    def _report(self, fixed: list[str], **extra: object) -> str:
-        new = sorted(t.name for t in threading.enumerate() if t not in self.threads and t.is_alive()
-                     and _student_code(getattr(t, "_target", None) or t.run, self.roots))
-        critical = [f for f in fixed if f.partition(".")[0].partition(" ")[0] in CRITICAL or "locked cell" in f
-                    or f.startswith(("sys.", "IPython", "kernel"))]
-        payload = {"fixed": fixed[:40], "n_fixed": len(fixed), "critical": critical[:40], "threads": new, **extra}
-        return f"{self.token}{json.dumps(payload)}"
-
-    def before_test(self) -> str:
-        """Restore before a test cell; the report lists what the student's code had replaced."""
-        return self._report(self.restore())
-
-    def after_test(self, private: list[str], public: list[str]) -> str:
-        """Restore after a test cell (anything found was changed *during* the test), drop its private
-        names and scrub its source (hidden tests included) from the kernel's history and line cache."""
-        fixed = self.restore()
-        ns = self.shell.user_ns
-        for name in private:
-            ns.pop(name, None)
-        self.after_locked(public)
-        self._scrub()
-        return self._report(fixed)
-
-    def _scrub(self) -> None:
-        mark = self.name
-        for key in [k for k, v in list(linecache.cache.items()) if mark in "".join(v[2] if len(v) > 2 else "")]:
-            linecache.cache.pop(key, None)
-        hm = getattr(self.shell, "history_manager", None)
-        for lst in (getattr(hm, "input_hist_parsed", []), getattr(hm, "input_hist_raw", []),
-                    getattr(hm, "db_input_cache", [])):
-            for i, item in enumerate(lst):
-                if mark in str(item):
-                    lst[i] = "" if isinstance(item, str) else tuple("" if isinstance(x, str) else x for x in item)
-        ns = self.shell.user_ns
-        for key in [k for k in list(ns) if k.startswith("_i") and isinstance(ns[k], str) and mark in ns[k]]:
-            ns[key] = ""
-
-    # ------------------------------------------------------------------- checks of the test values
-
-    def _unsafe(self, cls: type) -> str | None:
-        """Why instances of ``cls`` cannot be trusted in a test, or None."""
-        for klass in (cls, type(cls)):
-            for base in _mro(klass):
-                if id(base) in self.trusted or not _flags(base) & _HEAPTYPE:
-                    continue
-                bad = RISKY.intersection(_tdict(base))
-                if bad:
-                    return f"its class {base.__qualname__} redefines {sorted(bad)[0]}"
-        return None
-
-    def check(self, value: object, _depth: int = 0, _budget: list | None = None) -> object:
-        """Refuse values that could fake a test result; returns ``value`` unchanged."""
-        budget = [200_000] if _budget is None else _budget
-        cls = type(value)
-        if id(cls) in self.trusted and cls not in (tuple, list, set, frozenset, dict):
-            if cls.__name__ == "ndarray" and getattr(value, "dtype", None) is not None and _depth < 4 \
-                    and value.dtype.kind == "O":
-                for item in value.flat:
-                    self._check_item(item, _depth, budget)
-            return value
-        reason = self._unsafe(cls)
-        if reason:
-            raise TypeError(f"the grader cannot compare a {cls.__name__} object: {reason}; "
-                            "return a plain value (a number, a tuple, a list, a tensor...)")
-        if _depth < 4 and issubclass(cls, (tuple, list, set, frozenset, dict)):
-            items = list(dict.items(value)) if issubclass(cls, dict) else value
-            for item in items:
-                self._check_item(item, _depth, budget)
-        return value
-
-    def _check_item(self, item: object, depth: int, budget: list) -> None:
-        budget[0] -= 1
-        if budget[0] > 0:
-            self.check(item, depth + 1, budget)
-
-    def call(self, fn, /, *args, **kwargs):  # noqa: ANN001, ANN201 - generic pass-through
-        """``fn(*args, **kwargs)`` with every argument and the result checked."""
-        for a in args:
-            self.check(a)
-        for a in kwargs.values():
-            self.check(a)
-        result = fn(*args, **kwargs)
-        if fn is self.reload and isinstance(result, types.ModuleType):
-            self.snapshot_modules(result)
-        return self.check(result)
-
-    def mcall(self, obj, name: str, /, *args, **kwargs):  # noqa: ANN001, ANN201
-        """``obj.name(*args, **kwargs)`` with the receiver checked too."""
-        self.check(obj)
-        return self.call(getattr(obj, name), *args, **kwargs)
-
-    def cmp(self, left, *chain):  # noqa: ANN001, ANN201
-        """A (chained) comparison ``left op1 right1 op2 right2 ...`` of checked operands."""
-        result: object = True
-        for i in range(0, len(chain), 2):
-            op, right = chain[i], chain[i + 1]
-            if op not in ("is", "is not"):
-                self.check(left)
-                self.check(right)
-            result = _OPS[op](left, right)
-            if i + 2 < len(chain) and not self.truth(result):
-                return result
-            left = right
-        return result
-
-    def bin(self, op: str, left, right):  # noqa: ANN001, ANN201
-        """``left op right`` of checked operands."""
-        return _BIN[op](self.check(left), self.check(right))
-
-    def un(self, op: str, value):  # noqa: ANN001, ANN201
-        """A unary operator on a checked operand (``not`` included)."""
-        return (not self.truth(value)) if op == "not" else _UN[op](self.check(value))
-
-    def truth(self, value: object) -> bool:
-        """``bool(value)`` of a checked value."""
-        return bool(self.check(value))
-
-    def val(self, value: object) -> object:
-        """A checked value (operands of ``and``/``or``)."""
-        return self.check(value)
-
-
-def install(token: str, out_limit: int = 20_000_000) -> str:
-    """Create the guard (the grader calls this before the first cell); returns its first report."""
-    guard = Guard(token, out_limit)
-    return guard._report([], name=guard.name)

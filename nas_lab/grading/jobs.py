@@ -1,26 +1,19 @@
-"""The grading sandbox: one private nbgrader course and one process group per student, run in parallel.
+"""The grading sandbox: one process group per student, run in parallel.
 
-* :func:`build_course` makes the temporary course (a copy of the repository's nbgrader config and of the
-  lab's source folder) and runs ``generate_assignment`` once, which builds the release and gradebook.
-* :func:`prepare` gives each student a copy of that course, a private home (``HOME``, ``TMPDIR``,
-  IPython/Jupyter/matplotlib folders) and a private copy of the ``nas_lab`` package and its shipped
-  data, which the kernel imports first (``PYTHONPATH``); the repository is never touched.
-* :func:`run_all` starts :mod:`nas_lab.grading_worker` per student, ``jobs`` at a time, each in a new
-  session with ``RLIMIT_DATA`` (memory), ``RLIMIT_FSIZE`` and no core files; when the grader runs as
-  root each slot also runs under its own unprivileged uid (so a submission can write nowhere but its
-  folder, and cannot signal other students' processes). Past the wall-clock limit, or when a worker
-  ends, every process of the job is killed: its process group, every process carrying its job token in
-  its environment, and (sandboxed) every process of its uid.
+:func:`run_all` starts :mod:`nas_lab.grading.worker` per student, ``jobs`` at a time, each in a new
+session with ``RLIMIT_DATA`` (memory), ``RLIMIT_FSIZE`` and no core files; when the grader runs as root
+each slot also runs under its own unprivileged uid (so a submission can write nowhere but its folder, and
+cannot signal other students' processes). Past the wall-clock limit, or when a worker ends, every process
+of the job is killed: its process group, every process carrying its job token in its environment, and
+(sandboxed) every process of its uid. Each job's folder (its private course, package and home) is laid
+out beforehand by :mod:`nas_lab.grading.course`.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import os
 import resource
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,12 +23,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nbformat
+from nas_lab.grading.submissions import Submission
 
-import nas_lab
-
-PACKAGE = Path(nas_lab.__file__).resolve().parent
-REPO = PACKAGE.parent
 UID_BASE = 61000
 
 
@@ -53,51 +42,16 @@ class Limits:
 
 @dataclass
 class Job:
-    """One student's grading run."""
+    """One student's grading run: the submission, its cache key, its folder, and how the run ended."""
 
     student: str
-    folder: Path
+    folder: Path  # laid out by nas_lab.grading.course.prepare
+    sub: Submission
+    key: str  # fingerprint of the normalised notebook, the lab and the grader: the cache key
     token: str = field(default_factory=lambda: secrets.token_hex(8))
     returncode: int | None = None
     timed_out: bool = False
     seconds: float = 0.0
-
-
-def _release_module(config: Path):  # noqa: ANN202 - the module object
-    spec = importlib.util.spec_from_file_location("nas_lab_release", config.parent / "release.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def build_course(lab_dir: Path, work: Path, config: Path) -> Path:
-    """A temporary nbgrader course for the lab in ``lab_dir`` (``<lab>/<lab>.ipynb``), released."""
-    lab = lab_dir.name
-    course = work / "course"
-    (course / "solutions").mkdir(parents=True)
-    shutil.copy(config, course / "nbgrader_config.py")
-    shutil.copytree(lab_dir, course / "solutions" / lab,
-                    ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
-    _release_module(config).generate(course / "nbgrader_config.py", [lab], quiet=True)
-    return course
-
-
-def build_site(work: Path) -> Path:
-    """The master copy of the package and its shipped data that every kernel imports (world-readable)."""
-    site = work / "site"
-    shutil.copytree(PACKAGE, site / "nas_lab", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    from nas_lab.artifacts import data_dir
-
-    src = data_dir()
-    manifest = json.loads((src / "manifest.json").read_text())["files"] if (src / "manifest.json").exists() else {}
-    (site / "data").mkdir()
-    for name in ["manifest.json", *manifest]:
-        if (src / name).is_file():
-            (site / "data" / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src / name, site / "data" / name)
-    for p in [site, *site.rglob("*")]:
-        p.chmod(0o755 if p.is_dir() else 0o644)
-    return site
 
 
 _CAN_DROP: dict[str, bool] = {}
@@ -117,34 +71,6 @@ def sandboxed(limits: Limits) -> bool:
             ok = False
         _CAN_DROP[sys.executable] = ok
     return _CAN_DROP[sys.executable]
-
-
-def prepare(job: Job, course: Path, site: Path, lab: str, nb: nbformat.NotebookNode, limits: Limits,
-            timestamp: str | None = None, strip_outputs: bool = False) -> None:
-    """Lay out ``job.folder``: course copy with the submission, site copy, home, out, job.json."""
-    f = job.folder
-    (f / "course" / "solutions").mkdir(parents=True)
-    shutil.copy(course / "nbgrader_config.py", f / "course")
-    shutil.copy(course / "gradebook.db", f / "course")
-    for part in ("solutions", "labs"):
-        shutil.copytree(course / part / lab, f / "course" / part / lab)
-    sub = f / "course" / "submitted" / job.student / lab
-    sub.mkdir(parents=True)
-    nbformat.write(nb, sub / f"{lab}.ipynb")
-    if timestamp:
-        (sub / "timestamp.txt").write_text(timestamp)
-    shutil.copytree(site, f / "site")
-    for d in ("home", "out"):
-        (f / d).mkdir()
-    spec = {
-        "course": str(f / "course"), "lab": lab, "student": job.student, "out": str(f / "out"),
-        "cell_timeout": limits.cell_timeout, "grace": limits.grace, "strip_outputs": strip_outputs,
-        "report_file": str(f / "out" / "report.json"), "progress_file": str(f / "out" / "progress.jsonl"),
-        "memory_mb": limits.memory_mb,
-        "protected_dirs": [[str(f / "site" / "nas_lab"), str(site / "nas_lab")],
-                           [str(f / "site" / "data"), str(site / "data")]],
-    }
-    (f / "job.json").write_text(json.dumps(spec, indent=1))
 
 
 def _env(job: Job) -> dict[str, str]:
@@ -177,7 +103,7 @@ def _data_mb() -> int:
 
 def _limit(memory_mb: int, sandbox: bool) -> None:
     """Limits of a worker: ``memory_mb`` more than it uses now (its kernel gets exactly ``memory_mb``, see
-    :class:`~nas_lab.grading_execute.GuardedExecute`), 2 GB files, no core dumps, a process cap."""
+    :class:`~nas_lab.grading.execute.GuardedExecute`), 2 GB files, no core dumps, a process cap."""
     mem = (memory_mb + _data_mb()) * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_DATA, (mem, mem))
     resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 30, 2 << 30))
@@ -238,9 +164,9 @@ def _child(job: Job, limits: Limits, uid: int | None) -> None:
         except (ImportError, AttributeError):
             pass
         os.chdir(job.folder / "home")
-        from nas_lab import grading_worker
+        from nas_lab.grading import worker
 
-        code = grading_worker.main([str(job.folder / "job.json")])
+        code = worker.main([str(job.folder / "job.json")])
     except BaseException:  # noqa: BLE001 - report and leave
         import traceback
 
@@ -254,7 +180,7 @@ def preload() -> None:
     import nbconvert.exporters  # noqa: F401
     import nbgrader.apps  # noqa: F401
 
-    import nas_lab.grading_worker  # noqa: F401
+    import nas_lab.grading.worker  # noqa: F401
 
 
 def _launch(job: Job, slot: int, limits: Limits) -> subprocess.Popen | Forked:
@@ -274,7 +200,7 @@ def _launch(job: Job, slot: int, limits: Limits) -> subprocess.Popen | Forked:
     log = open(job.folder / "worker.log", "wb")  # noqa: SIM115 - closed by the child's exit
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "nas_lab.grading_worker", str(job.folder / "job.json")],
+            [sys.executable, "-m", "nas_lab.grading.worker", str(job.folder / "job.json")],
             cwd=job.folder / "home", env=_env(job), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, preexec_fn=lambda: _limit(limits.memory_mb, sandbox), **kw)
     finally:

@@ -1,5 +1,6 @@
-"""Test cells as the grader runs them: split into visible and hidden parts, and rewritten so that every
-value coming out of student code is checked by the in-kernel guard (:mod:`nas_lab.grading_guard`).
+"""Test cells as the grader runs them: rewritten so that every value coming out of student code is checked
+by the in-kernel guard (:mod:`nas_lab.grading.guard`). Their visible and hidden parts are split by
+:func:`nas_lab.grading.cells.split_hidden`.
 
 :func:`rewrite_test` turns ``assert f(3) == 9`` into ``assert G.truth(G.cmp(G.call(f, 3), "==", 9))``:
 calls (arguments and results), comparisons, arithmetic, unary operators, ``and``/``or`` operands and the
@@ -19,45 +20,6 @@ _CMP = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", 
 _BIN = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%", ast.Pow: "**",
         ast.MatMult: "@", ast.BitAnd: "&", ast.BitOr: "|", ast.BitXor: "^", ast.LShift: "<<", ast.RShift: ">>"}
 _UN = {ast.Not: "not", ast.USub: "-", ast.UAdd: "+", ast.Invert: "~"}
-
-def cell_kind(cell) -> str:  # noqa: ANN001
-    """'test' (autograded), 'locked' (instructor code), 'answer' (student code) or 'markdown'."""
-    if cell.cell_type != "code":
-        return "markdown"
-    meta = cell.metadata.get("nbgrader", {})
-    if meta.get("grade") and not meta.get("solution"):
-        return "test"
-    if meta.get("locked") and not meta.get("solution"):
-        return "locked"
-    return "answer"
-
-
-def split_hidden(source: str, begin: str = "BEGIN HIDDEN TESTS", end: str = "END HIDDEN TESTS"
-                 ) -> list[tuple[bool, str]]:
-    """A test cell as ``[(hidden, code), ...]`` in order; the marker lines are dropped."""
-    parts: list[tuple[bool, str]] = []
-    lines: list[str] = []
-    hidden = False
-    for line in source.splitlines():
-        if begin in line or end in line:
-            parts.append((hidden, "\n".join(lines)))
-            lines, hidden = [], begin in line
-        else:
-            lines.append(line)
-    parts.append((hidden, "\n".join(lines)))
-    parts = [(h, s) for h, s in parts if s.strip()]
-    try:
-        for _, code in parts:
-            ast.parse(code)
-    except SyntaxError:  # markers inside a block: run the whole cell at once, treated as hidden
-        merged = "\n".join(line for line in source.splitlines() if begin not in line and end not in line)
-        return [(any(h for h, _ in parts), merged)]
-    return parts
-
-
-def visible_source(source: str, begin: str = "BEGIN HIDDEN TESTS", end: str = "END HIDDEN TESTS") -> str:
-    """The test cell as students see it (hidden regions removed)."""
-    return "\n".join(code for hidden, code in split_hidden(source, begin, end) if not hidden)
 
 
 def top_level_names(source: str) -> list[str]:

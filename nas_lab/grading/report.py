@@ -4,6 +4,9 @@
   as ``history/grades-<UTC time>.csv`` (never deleted), so no run loses a grade.
 * Students missing from this run keep their previous row (marked in ``notes``): re-grading part of a
   class, or a late submission alone, never drops the others.
+* A row holds the student's score per graded cell (0 for a test not reached; every autograded cell 0 for
+  a submission that could not be graded), the total, the status and flags (:mod:`nas_lab.grading.status`)
+  and notes.
 * ``manual_grades.csv`` (created with one row per student and one column per manually graded cell) is
   where TAs type the written-answer scores; a re-run adds new students to it and never changes a value
   typed there. Those scores are merged into ``grades.csv``.
@@ -17,6 +20,8 @@ import shutil
 import statistics
 import time
 from pathlib import Path
+
+from nas_lab.grading.status import NOT_GRADED, status
 
 FIXED_TAIL = ["total", "max_total", "status", "flags", "notes", "notebook", "sha256", "graded_at"]
 
@@ -77,6 +82,46 @@ def manual_grades(out: Path, students: list[str], manual: dict[str, float]) -> t
                 continue
             scores.setdefault(student, {})[gid] = score
     return scores, problems
+
+
+def _row(student: str, res: dict, points: dict[str, float], manual: dict[str, float],
+         manual_scores: dict[str, dict[str, float]]) -> dict:
+    """The sheet's row of a student graded (or reused) in this run."""
+    scores = {g: res["scores"].get(g) for g in points}
+    if res["flags"] and status(res["flags"]) in NOT_GRADED:
+        scores = {g: (0.0 if g not in manual else None) for g in points}
+    for g in points:
+        if g not in manual and scores[g] is None and res["scores"] != {}:
+            scores[g] = 0.0
+        if g in manual:
+            scores[g] = manual_scores.get(student, {}).get(g)
+    return {"student": student, **{g: fmt(v) for g, v in scores.items()},
+            "total": fmt(sum(v for v in scores.values() if v is not None)),
+            "max_total": fmt(sum(points.values())), "status": status(res["flags"]),
+            "flags": ";".join(res["flags"]), "notes": "; ".join(res["notes"]),
+            "notebook": res.get("notebook", ""), "sha256": (res.get("sha256") or "")[:12],
+            "graded_at": res.get("graded_at", "")}
+
+
+def rows_of(results: dict[str, dict], points: dict[str, float], manual: dict[str, float],
+            manual_scores: dict[str, dict[str, float]]) -> dict[str, dict]:
+    """{student: row} of this run's results ({student: {"scores", "flags", "notes", ...}}); ``points`` are
+    the graded cells' points, in order, ``manual`` those a TA grades, ``manual_scores`` what TAs typed."""
+    return {student: _row(student, res, points, manual, manual_scores) for student, res in results.items()}
+
+
+def keep_rows(rows: dict[str, dict], previous: dict[str, dict[str, str]], points: dict[str, float],
+              manual: dict[str, float], manual_scores: dict[str, dict[str, float]]) -> None:
+    """Add to ``rows`` the previous rows of students not in this run, with today's manual grades."""
+    for student, old in previous.items():
+        if student in rows:
+            continue
+        rows[student] = row = dict(old)
+        for g in manual:
+            row[g] = fmt(manual_scores.get(student, {}).get(g))
+        row["total"] = fmt(sum(float(row[g]) for g in points if row.get(g) not in (None, "")))
+        if "not in the last run" not in row.get("notes", ""):
+            row["notes"] = (row.get("notes", "") + "; not in the last run").lstrip("; ")
 
 
 def write_grades(out: Path, columns: list[str], rows: dict[str, dict]) -> dict[str, dict[str, str]]:

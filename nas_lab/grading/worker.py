@@ -1,11 +1,11 @@
-"""Grade one submission in this process: ``python -m nas_lab.grading_worker JOB.json``.
+"""Grade one submission in this process: ``python -m nas_lab.grading.worker JOB.json``.
 
-Started by :mod:`nas_lab.grading` once per student, in its own process group, with the memory limit,
+Started by :mod:`nas_lab.grading.jobs` once per student, in its own process group, with the memory limit,
 environment and (when the grader runs as root) user id of its slot. The job folder holds a private copy
 of the nbgrader course (config, source and release of the lab, gradebook, the submission). This process
-runs ``nbgrader autograde`` with :class:`~nas_lab.grading_execute.GuardedExecute` in place of
+runs ``nbgrader autograde`` with :class:`~nas_lab.grading.execute.GuardedExecute` in place of
 nbgrader's ``Execute``, reads the scores back from its gradebook, writes the student feedback HTML
-from :func:`~nas_lab.grading_feedback.student_view`, and leaves ``out/result.json``.
+from :func:`~nas_lab.grading.feedback.student_view`, and leaves ``out/result.json``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from pathlib import Path
 
 import nbformat
 
+from nas_lab.grading.cells import BEGIN_HIDDEN, END_HIDDEN
+
 
 def _config(course: Path, job: dict):  # noqa: ANN202 - a traitlets Config
     from nbconvert.preprocessors import ClearMetadataPreprocessor
@@ -31,7 +33,7 @@ def _config(course: Path, job: dict):  # noqa: ANN202 - a traitlets Config
     )
     from traitlets.config.loader import PyFileConfigLoader
 
-    from nas_lab.grading_execute import GuardedExecute
+    from nas_lab.grading.execute import GuardedExecute
 
     c = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config()
     c.Autograde.autograde_preprocessors = [GuardedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
@@ -46,8 +48,8 @@ def _config(course: Path, job: dict):  # noqa: ANN202 - a traitlets Config
     g.protected_dirs = job.get("protected_dirs", [])
     g.kernel_memory_mb = job.get("memory_mb", 0)
     if "ClearHiddenTests" in c:
-        g.begin_hidden = c.ClearHiddenTests.get("begin_test_delimeter", "BEGIN HIDDEN TESTS")
-        g.end_hidden = c.ClearHiddenTests.get("end_test_delimeter", "END HIDDEN TESTS")
+        g.begin_hidden = c.ClearHiddenTests.get("begin_test_delimeter", BEGIN_HIDDEN)
+        g.end_hidden = c.ClearHiddenTests.get("end_test_delimeter", END_HIDDEN)
     c.LimitOutput.max_lines = 2000
     return c
 
@@ -69,7 +71,7 @@ def run(job: dict) -> dict:
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
 
-    from nas_lab.grading_feedback import student_view
+    from nas_lab.grading.feedback import student_view
 
     course, lab, student = Path(job["course"]), job["lab"], job["student"]
     out = Path(job["out"])
