@@ -75,3 +75,28 @@ def own_work(question: str, task: str, *library: Callable) -> Iterator[None]:
     finally:
         for func, code in zip(funcs, originals):
             func.__code__ = code
+
+
+@contextmanager
+def references(namespace: dict[str, Any], **reference: Callable) -> Iterator[None]:
+    """Run the block with the names in ``namespace`` (a notebook's globals) bound to reference versions.
+
+    A hidden test of question N that calls the student's answer to N, which calls the student's answers to
+    earlier questions, uses it so that an earlier slip costs only the earlier question::
+
+        with references(globals(), conv2d_macs=_ref.conv2d_macs):
+            got = vgg_macs(cfg)            # the student's vgg_macs, the reference conv2d_macs
+
+    The previous bindings (or their absence) are put back afterwards, even when the block raises.
+    """
+    missing = object()
+    saved = {name: namespace.get(name, missing) for name in reference}
+    try:
+        namespace.update(reference)
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is missing:
+                namespace.pop(name, None)
+            else:
+                namespace[name] = value

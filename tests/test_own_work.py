@@ -70,3 +70,18 @@ def test_refuses_what_it_cannot_guard() -> None:
     with pytest.raises(TypeError, match="Python functions"):
         with own_work("Q", "it", len):
             pass
+
+
+def test_references_swap_names_for_the_block_only() -> None:
+    from nas_lab.own_work import references
+
+    ns: dict = {"helper": lambda: "student's"}
+    exec("def answer():\n    return helper()\n", ns)
+    with references(ns, helper=lambda: "reference"):
+        assert ns["answer"]() == "reference"
+    assert ns["answer"]() == "student's"
+    with pytest.raises(KeyError):
+        with references(ns, extra=len):
+            assert ns["extra"] is len
+            raise KeyError("inside")
+    assert "extra" not in ns
