@@ -206,10 +206,16 @@ def test_lab1_feedback_hides_hidden_tests(lab1: dict) -> None:
 @pytest.mark.parametrize("lab", sorted(p.name for p in (ROOT / "solutions").iterdir()
                                        if (p / f"{p.name}.ipynb").exists() and p.name != LAB1))
 def test_every_lab_honest_full_marks(lab: str, tmp_path: Path) -> None:
-    """The guard never costs an honest student a point, on any lab (the blank release scores 0)."""
-    result = _batch(tmp_path, ROOT / "solutions" / lab, [cases.Case("honest", "ok", None),
-                                                         cases.Case("blank", "ok", 0, base="release")],
-                    LAB1_LIMITS, None)
+    """The guard never costs an honest student a point, on any lab (the blank release scores 0); a student who
+    only calls the library's versions of the answers scores nothing on the questions that ask for their own."""
+    solution = nbformat.read(ROOT / "solutions" / lab / f"{lab}.ipynb", as_version=4)
+    own_work = cases.own_work_tests(solution)
+    batch = [cases.Case("honest", "ok", None), cases.Case("blank", "ok", 0, base="release")]
+    if own_work:
+        batch.append(cases.Case("delegating", "ok", None, base="delegating", scores=dict.fromkeys(own_work, 0)))
+    result = _batch(tmp_path, ROOT / "solutions" / lab, batch, LAB1_LIMITS, None)
+    if own_work:
+        _check(result, batch[-1])
     honest = result["rows"]["honest"]
     assert honest["status"] == "ok", honest["notes"]
     release = result["release"]

@@ -29,7 +29,7 @@ class Case:
     name: str
     status: str
     total: float | None  # autograded points expected (None: do not check)
-    base: str = "solution"  # "solution" or "release"
+    base: str = "solution"  # "solution", "release", "delegating" (see :func:`delegating`) or "other_lab"
     edits: list[tuple] = field(default_factory=list)
     packaging: str = "folder"  # folder / zip / flat
     filename: str = ""  # default <lab>.ipynb
@@ -175,6 +175,25 @@ def filled(release: nbformat.NotebookNode, solution: nbformat.NotebookNode) -> n
     return nb
 
 
+def delegating(release: nbformat.NotebookNode, solution: nbformat.NotebookNode) -> nbformat.NotebookNode | None:
+    """A student who only calls the library: answers with a ``nas_lab.delegate`` in the solution get it, the
+    others the solution's answer. ``None`` when the lab has no delegate."""
+    delegates = {_gid(c): c.metadata["nas_lab"]["delegate"] for c in solution.cells
+                 if "delegate" in c.metadata.get("nas_lab", {})}
+    if not delegates:
+        return None
+    nb = filled(release, solution)
+    for cell in nb.cells:
+        if _gid(cell) in delegates:
+            cell.source = delegates[_gid(cell)]
+    return nb
+
+
+def own_work_tests(nb: nbformat.NotebookNode) -> list[str]:
+    """grade_ids of the test cells a delegating submission must score zero on (``nas_lab.own_work``)."""
+    return [_gid(c) for c in nb.cells if c.metadata.get("nas_lab", {}).get("own_work")]
+
+
 def _apply(nb: nbformat.NotebookNode, edit: tuple) -> None:
     kind, gid = edit[0], edit[1]
     index = next(i for i, c in enumerate(nb.cells) if _gid(c) == gid)
@@ -205,8 +224,10 @@ def build(folder: Path, cases: list[Case], lab: str, release: nbformat.NotebookN
     """Write one submission per case into ``folder`` (see the module docstring)."""
     folder.mkdir(parents=True, exist_ok=True)
     good = filled(release, solution)
+    bases = {"solution": good, "release": release, "other_lab": other_release,
+             "delegating": delegating(release, solution)}
     for case in cases:
-        base = {"solution": good, "release": release, "other_lab": other_release}[case.base]
+        base = bases[case.base]
         nb = nbformat.from_dict(json.loads(json.dumps(base)))
         for edit in case.edits:
             _apply(nb, edit)
