@@ -14,6 +14,9 @@ The function's code object is swapped, not the module attribute, so an alias the
 caught too. Everything else in the library, including tools a question hands out, keeps working. Outside
 the block nothing changes; the original code is always put back, even when the block raises.
 
+Lab authors: docs/grading.md, section 11, gives the conventions (``nas_lab.own_work`` / ``nas_lab.delegate``
+cell metadata, reference versions of earlier answers with :func:`references`, rubrics) that the tests check.
+
 What it does not stop: a student who copies the library's source into the notebook (that is copying, a
 matter for the course's honour code; the grader's feedback lists the code that ran).
 """
