@@ -1,4 +1,4 @@
-"""``nas-lab search``: constrained random or evolutionary search with the accuracy predictor."""
+"""``nas-lab search``: constrained random, evolutionary or REINFORCE search with the accuracy predictor."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def _progress(total: int, enabled: bool, desc: str):
 # ---- search ---------------------------------------------------------------------------------------------
 def _configure(p: argparse.ArgumentParser) -> None:
     p.allow_abbrev = False  # '--max-mac' must not pass for '--max-macs' (nor anything else half-typed)
-    p.add_argument("--strategy", choices=("random", "evolution"), default="evolution")
+    p.add_argument("--strategy", choices=("random", "evolution", "rl"), default="evolution")
     for flag, _, what in _LIMITS:
         p.add_argument(flag, type=float, default=None, help=f"upper limit on {what}")
     p.add_argument("--seed", type=int, default=0)
@@ -34,6 +34,11 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resolution-prob", type=float, default=0.5)
     p.add_argument("--samples", type=int, default=None,
                    help="random search: archs to score (default: population x generations)")
+    p.add_argument("--queries", type=int, default=2000,
+                   help="rl: distinct archs to score (the same count as random search and evolution report)")
+    p.add_argument("--rl-batch-size", type=int, default=16, help="rl: feasible archs drawn per policy step")
+    p.add_argument("--rl-lr", type=float, default=0.2, help="rl: Adam learning rate of the policy logits")
+    p.add_argument("--entropy-weight", type=float, default=0.05, help="rl: weight of the entropy bonus")
     p.add_argument("--predictor", type=Path, default=None, help="predictor file (default: the shipped one)")
     p.add_argument("--latency-table", type=Path, default=None, help="latency table (default: the shipped one)")
     p.add_argument("--json", action="store_true", help="print one JSON object (no progress bar)")
@@ -41,7 +46,8 @@ def _configure(p: argparse.ArgumentParser) -> None:
                    help="also measure the real test accuracy of the best arch (supernet, BN recalibration)")
 
 
-@command("search", "constrained random or evolutionary search with the accuracy predictor", configure=_configure)
+@command("search", "constrained random, evolutionary or REINFORCE search with the accuracy predictor",
+         configure=_configure)
 def search(args: argparse.Namespace) -> int:
     from nas_lab.accuracy import MLPPredictor
     from nas_lab.artifacts import ArtifactError
@@ -66,6 +72,15 @@ def search(args: argparse.Namespace) -> int:
                                           parent_ratio=args.parent_ratio, mutation_ratio=args.mutation_ratio,
                                           mutate_prob=args.mutate_prob, resolution_prob=args.resolution_prob,
                                           progress=bar.update, **common)
+        elif args.strategy == "rl":
+            from nas_lab.controller import rl_search
+
+            if args.queries < 1 or args.rl_batch_size < 1:
+                return fail(f"--queries and --rl-batch-size must be >= 1, got {args.queries}, {args.rl_batch_size}")
+
+            with _progress(args.queries, not args.json, "rl") as bar:
+                result = rl_search(predictor, queries=args.queries, batch_size=args.rl_batch_size, lr=args.rl_lr,
+                                   entropy_weight=args.entropy_weight, progress=bar.update, **common)
         else:
             n = args.samples or args.population * args.generations
             with _progress(n, not args.json, "random search") as bar:
