@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from nas_lab.cli import datasets, grade, info, latency, predictor, search, supernet  # noqa: F401  (registers)
+from nas_lab.cli import datasets, grade, info, latency, predictor, proxy, search, supernet  # noqa: F401  (registers)
 from nas_lab.cli.base import COMMANDS, command
 
 __all__ = ["build_parser", "command", "main"]
