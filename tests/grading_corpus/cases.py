@@ -133,27 +133,47 @@ def tiny_cases() -> list[Case]:
 
 
 def lab1_cases() -> list[Case]:
-    """A few cases on Lab 1, whose tests are the real ones (18 autograded points); the tiny lab has the
-    rest. Q4-Q6 build on Q1's ``linear_macs`` (``module_macs`` of a linear layer, VGG-16's classifier), so
-    a wrong Q1 costs them too."""
+    """A few cases on Lab 1, whose tests are the real ones (17 autograded points); the tiny lab has the
+    rest. Hidden tests use reference versions of earlier answers (``own_work.references``), so a wrong
+    early answer costs only its own question (``hardcoded``, ``slip_in_q2``, ``slip_in_q4``); an answer
+    that only calls the library scores nothing on the questions that ask for the student's own code
+    (``delegating``: only Q6, which has no library version, scores)."""
+    own_work_zero = {"q1_test": 0, "q2_test": 0, "q2_groups_test": 0, "q3_test": 0, "q4_test": 0, "q5_test": 0,
+                     "q8_test": 0}
     return [
-        Case("honest", "ok", 18),
+        Case("honest", "ok", 17),
         Case("blank", "ok", 0, base="release"),
-        Case("hardcoded", "ok", 8, edits=[("answer", "q1_answer", "replace",
+        Case("delegating", "ok", 2, base="delegating", scores={**own_work_zero, "q6_test": 2}),
+        Case("hardcoded", "ok", 15, edits=[("answer", "q1_answer", "replace",
              "def linear_macs(in_features, out_features):\n"
              "    return {(4096, 1000): 4_096_000, (3, 2): 6}[in_features, out_features]\n\n\n"
              "def linear_params(in_features, out_features, bias=True):\n"
              "    known = {(4096, 1000, True): 4_097_000, (3, 2, True): 8, (3, 2, False): 6}\n"
              "    return known[in_features, out_features, bias]\n")],
-             scores={"q1_test": 0, "q2_test": 3, "q3_test": 2, "q8_test": 3}),
-        Case("always_equal", "review", 8, edits=[("answer", "q1_answer", "replace", ALWAYS_EQUAL +
+             scores={"q1_test": 0, "q2_test": 2, "q2_groups_test": 2, "q3_test": 2, "q4_test": 3, "q5_test": 1,
+                     "q6_test": 2, "q8_test": 3}),
+        # the issue's example: a conv2d_macs that forgets the groups once cost 16 of 18 points; now only its own 2
+        Case("slip_in_q2", "ok", 15, edits=[("answer", "q2_answer", "append",
+             "def conv2d_macs(c_in, c_out, kernel_size, out_h, out_w, groups=1):\n"
+             "    kh, kw = as_pair(kernel_size)\n"
+             "    return c_out * out_h * out_w * c_in * kh * kw\n")],
+             scores={"q2_test": 2, "q2_groups_test": 0, "q3_test": 2, "q4_test": 3, "q8_test": 3}),
+        Case("slip_in_q4", "ok", 14, edits=[("answer", "q4_answer", "append",
+             "def module_macs(module, input_shape):\n"
+             "    if isinstance(module, nn.Linear):\n"
+             "        return linear_macs(module.in_features, module.out_features)\n"
+             "    h, w = input_shape[-2:]  # forgets stride, padding and dilation\n"
+             "    return conv2d_macs(module.in_channels, module.out_channels, module.kernel_size, h, w,\n"
+             "                       module.groups)\n")],
+             scores={"q4_test": 0, "q5_test": 1, "q6_test": 2}),
+        Case("always_equal", "review", 15, edits=[("answer", "q1_answer", "replace", ALWAYS_EQUAL +
              "\n\ndef linear_macs(in_features, out_features):\n    return _AlwaysEqual()\n\n\n"
              "def linear_params(in_features, out_features, bias=True):\n    return _AlwaysEqual()\n")],
-             scores={"q1_test": 0, "q2_test": 3}),
-        Case("tamper_in_test", "tampered", 10, edits=[("answer", "q1_answer", "append",
+             scores={"q1_test": 0, "q2_test": 2, "q4_test": 3}),
+        Case("tamper_in_test", "tampered", 15, edits=[("answer", "q1_answer", "append",
              "import importlib\n_linear_macs = linear_macs\n\n\ndef linear_macs(in_features, out_features):\n"
              "    importlib.reload = lambda module: module\n    return _linear_macs(in_features, out_features)\n")],
-             scores={"q1_test": 0, "q2_test": 3, "q4_test": 0, "q5_test": 0}),
+             scores={"q1_test": 0, "q2_test": 2, "q4_test": 3, "q5_test": 1}),
     ]
 
 
