@@ -81,17 +81,22 @@ def own_work(question: str, task: str, *library: Callable) -> Iterator[None]:
 
 
 @contextmanager
-def references(namespace: dict[str, Any], **reference: Callable) -> Iterator[None]:
-    """Run the block with the names in ``namespace`` (a notebook's globals) bound to reference versions.
+def references(namespace: dict[str, Any] | None = None, **reference: Callable) -> Iterator[None]:
+    """Run the block with names of the notebook's namespace bound to reference versions.
 
     A hidden test of question N that calls the student's answer to N, which calls the student's answers to
     earlier questions, uses it so that an earlier slip costs only the earlier question::
 
-        with references(globals(), conv2d_macs=_ref.conv2d_macs):
+        with references(conv2d_macs=_ref.conv2d_macs):
             got = vgg_macs(cfg)            # the student's vgg_macs, the reference conv2d_macs
 
-    The previous bindings (or their absence) are put back afterwards, even when the block raises.
+    ``namespace`` defaults to the running IPython kernel's user namespace (the notebook's globals). Leave it
+    out in test cells: under ``nas-lab grade`` every argument of a call is checked, and passing ``globals()``
+    would make that check walk everything the student defined. The previous bindings (or their absence) are
+    put back afterwards, even when the block raises.
     """
+    if namespace is None:
+        namespace = _notebook_namespace()
     missing = object()
     saved = {name: namespace.get(name, missing) for name in reference}
     try:
@@ -103,3 +108,14 @@ def references(namespace: dict[str, Any], **reference: Callable) -> Iterator[Non
                 namespace.pop(name, None)
             else:
                 namespace[name] = value
+
+
+def _notebook_namespace() -> dict[str, Any]:
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython ships with Jupyter
+        get_ipython = None
+    shell = get_ipython() if get_ipython is not None else None
+    if shell is None:
+        raise RuntimeError("references() without a namespace needs a running notebook kernel; pass globals()")
+    return shell.user_ns

@@ -85,3 +85,21 @@ def test_references_swap_names_for_the_block_only() -> None:
             assert ns["extra"] is len
             raise KeyError("inside")
     assert "extra" not in ns
+
+
+def test_references_default_to_the_notebook_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
+    import IPython
+
+    from nas_lab.own_work import references
+
+    ns: dict = {"helper": lambda: "student's"}
+    exec("def answer():\n    return helper()\n", ns)
+    shell = type("Shell", (), {"user_ns": ns})()
+    monkeypatch.setattr(IPython, "get_ipython", lambda: shell)
+    with references(helper=lambda: "reference"):
+        assert ns["answer"]() == "reference"
+    assert ns["answer"]() == "student's"
+    monkeypatch.setattr(IPython, "get_ipython", lambda: None)
+    with pytest.raises(RuntimeError, match="running notebook kernel"):
+        with references(helper=len):
+            pass
