@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Extra pip options, e.g. PIP_EXTRA="--index-url https://download.pytorch.org/whl/cpu" for a small CPU-only torch.
 PIP_EXTRA ?=
 
-.PHONY: lab test test-fast test-notebooks test-grading release student-dist grade venv clean-grading
+.PHONY: lab test test-deps test-fast test-notebooks test-grading release student-dist grade venv clean-grading
 
 venv: $(STAMP)
 
@@ -21,8 +21,22 @@ $(STAMP): pyproject.toml
 lab: $(STAMP)
 	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) labs/
 
-test: $(STAMP)
+test: $(STAMP) test-deps
 	$(BIN)/python -m pytest -q
+
+# Programs from outside PyPI that the browser and hub tests drive (playwright and jupyterhub are in the dev extra):
+# Debian's chromium, installed when missing and root (tests/test_browser.py fails saying how, without it), and
+# JupyterHub's proxy from npm into .venv/node (tests/test_hub.py is skipped where npm is absent). No downloads later.
+CHP := $(VENV)/node/node_modules/.bin/configurable-http-proxy
+test-deps: $(STAMP)
+	@if ! command -v chromium >/dev/null 2>&1 && [ -z "$$NAS_LAB_CHROMIUM" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; \
+	  else echo "note: no chromium: the browser tests will fail (as root: apt-get install -y chromium)"; fi; fi
+	@if [ ! -x $(CHP) ] && ! command -v configurable-http-proxy >/dev/null 2>&1; then \
+	  if command -v npm >/dev/null 2>&1; then \
+	    npm install --silent --no-audit --no-fund --prefix $(VENV)/node configurable-http-proxy; \
+	  else echo "note: npm is absent: the hub smoke test (tests/test_hub.py) will be skipped"; fi; fi
 
 # Tiers (tests/conftest.py): unit, notebooks, grading, browser. test-fast = the library and CLI (under 2 minutes).
 test-fast: $(STAMP)

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
+from nas_lab.progress import bar as progress_bar
 from nas_lab.space import Arch, SearchSpace
 
 COLUMNS = ("arch", "resolution", "width", "accuracy", "macs", "params", "peak_memory_kb")
@@ -115,7 +115,8 @@ def build(out_csv: Path, n: int = 2000, seed: int = 0, progress: bool = True,
     t0 = time.time()
     with open(out_csv, "a", newline="") as f:
         writer = csv.writer(f)
-        for arch in tqdm(plan[len(done):], initial=len(done), total=len(plan), disable=not progress, mininterval=10):
+        for arch in progress_bar(plan[len(done):], initial=len(done), total=len(plan), enabled=progress,
+                                 mininterval=10, desc="accuracy data set", unit="subnet"):
             sub = extract(net, arch)
             acc = top1_accuracy(sub, "minival", arch.resolution)
             costs = measure_costs(sub, arch.resolution, net.space.in_channels)

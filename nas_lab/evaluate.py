@@ -14,6 +14,7 @@ import torch
 
 from nas_lab import artifacts, data
 from nas_lab.artifacts import ArtifactError
+from nas_lab.progress import bar as progress_bar
 from nas_lab.space import Arch
 from nas_lab.subnet import Subnet
 from nas_lab.supernet import OFASupernet, load_weights, recalibrate_bn
@@ -70,7 +71,9 @@ def top1_accuracy(model: torch.nn.Module, split: str = "minival", resolution: in
     """Top-1 accuracy (percent) of ``model`` on a split at ``resolution``."""
     model.eval()
     correct = total = 0
-    for x, y in data.batches(split, batch_size, resolution, limit=limit):
+    n = len(data.load_split(split)[1]) if limit is None else min(limit, len(data.load_split(split)[1]))
+    for x, y in progress_bar(data.batches(split, batch_size, resolution, limit=limit), total=-(-n // batch_size),
+                             desc=f"accuracy on {split}", unit="batch", leave=False):
         correct += (model(x.contiguous(memory_format=torch.channels_last)).argmax(1) == y).sum().item()
         total += len(y)
     return 100.0 * correct / total

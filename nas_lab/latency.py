@@ -34,6 +34,7 @@ import torch.nn as nn
 
 from nas_lab import artifacts
 from nas_lab.efficiency import COST_METRICS, Layer, Lookup, SlotTable, arch_layers, block_choices, fixed_choices
+from nas_lab.progress import bar as progress_bar
 from nas_lab.space import Arch, SearchSpace
 from nas_lab.subnet import ConvBNAct, Subnet
 
@@ -206,10 +207,9 @@ def measure_table(space: SearchSpace | None = None, threads: int = 1, min_run_ti
     saved = torch.get_num_threads()
     entries: dict[str, float] = {}
     try:
-        from tqdm import tqdm
         for p in range(passes):
             desc = "measuring layers" + (f" (pass {p + 1}/{passes})" if passes > 1 else "")
-            for key in tqdm(wanted, desc=desc, disable=not progress):
+            for key in progress_bar(wanted, desc=desc, enabled=progress, unit="layer"):
                 module, x = layer_module(layers[key])
                 entries[key] = min(entries.get(key, float("inf")), time_ms(module, x, threads, min_run_time))
     finally:
@@ -229,11 +229,10 @@ def measure_subnet(arch: Arch, space: SearchSpace | None = None, threads: int = 
 def _measure_archs(archs: Sequence[Arch], space: SearchSpace, threads: int, min_run_time: float, passes: int,
                    desc: str, progress: bool) -> list[float]:
     """Fastest of ``passes`` end-to-end measurements of each arch, in passes over the whole list."""
-    from tqdm import tqdm
     measured = [float("inf")] * len(archs)
     for p in range(passes):
         label = desc + (f" (pass {p + 1}/{passes})" if passes > 1 else "")
-        for i, a in enumerate(tqdm(archs, desc=label, disable=not progress)):
+        for i, a in enumerate(progress_bar(archs, desc=label, enabled=progress, unit="subnet")):
             measured[i] = min(measured[i], measure_subnet(a, space, threads, min_run_time))
     return measured
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nas_lab.progress import bar as progress_bar
 from nas_lab.space import Arch, SearchSpace
 
 BENCH_NAME = "scratch_bench.csv"
@@ -152,7 +153,7 @@ def build(out_csv: Path, recipe: Recipe, archs: list[Arch], seed: int = 0, runs:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(",".join(COLUMNS) + "\n")
     t0 = time.time()
-    for i, arch in enumerate(todo):
+    for i, arch in enumerate(progress_bar(todo, enabled=progress, desc="scratch bench", unit="subnet")):
         if str(arch) in done:
             continue
         if progress:

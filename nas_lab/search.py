@@ -28,6 +28,7 @@ import numpy as np
 
 from nas_lab import efficiency as eff
 from nas_lab.artifacts import LATENCY_REBUILD
+from nas_lab.progress import bar as progress_bar
 from nas_lab.space import Arch, SearchSpace
 
 CONSTRAINT_KEYS = tuple(eff.COST_METRICS)  # ("macs", "peak_memory_kb", "latency_ms", "params")
@@ -258,6 +259,7 @@ def random_search(predictor: Predictor, num_samples: int = 10_000, constraints: 
     model = CostModel(space, latency_table)
     rng, scorer = np.random.default_rng(seed), Scorer(predictor, model.space)
     best_g, best_s, history, done = None, None, [], 0
+    own = progress_bar(total=num_samples, enabled=progress is None, desc="random search", unit="arch")
     while done < num_samples:
         n = min(batch_size, num_samples - done)
         genes = sample_feasible(n, model, constraints, rng, max_tries)
@@ -270,8 +272,8 @@ def random_search(predictor: Predictor, num_samples: int = 10_000, constraints: 
         done += n
         history.append({"samples": done, "best": float(best_s[0]), "mean": float(scores.mean()),
                         "queries": scorer.queries})
-        if progress:
-            progress(n)
+        (progress or own.update)(n)
+    own.close()
     return _result("random", best_g, best_s, model, scorer, constraints, seed, start, history)
 
 
@@ -311,6 +313,7 @@ def evolution_search(predictor: Predictor, constraints: Mapping[str, float] | No
     def child(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return cross(a, b, rng)
 
+    own = progress_bar(total=generations, enabled=progress is None, desc="evolution", unit="generation")
     for g in range(1, generations + 1):
         parents = genes[select(scores, n_par)]
         src = parents[rng.integers(n_par, size=n_mut)]
@@ -320,8 +323,8 @@ def evolution_search(predictor: Predictor, constraints: Mapping[str, float] | No
         genes = np.concatenate([parents, mutants, children])
         scores = scorer(genes)
         log(g)
-        if progress:
-            progress(1)
+        (progress or own.update)(1)
+    own.close()
     return _result("evolution", genes, scores, model, scorer, constraints, seed, start, history)
 
 

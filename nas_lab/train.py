@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from nas_lab import data
+from nas_lab.progress import bar as progress_bar
 from nas_lab.space import Arch, SearchSpace
 from nas_lab.supernet import OFASupernet, load_weights, recalibrate_bn
 
@@ -165,8 +165,8 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, progress: bool =
             opt = make_optimizer(net, cfg)  # momentum buffers refer to the old channel order
         order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(_step_seed(cfg.seed, epoch, -1)))
         net.train()
-        bar = tqdm(range(start_step, steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not progress or rank != 0, mininterval=10)
+        bar = progress_bar(range(start_step, steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                           enabled=progress and rank == 0, mininterval=10, unit="step")
         t0, run_loss, run_n = time.time(), 0.0, 0
         for step in bar:
             seed = _step_seed(cfg.seed, epoch, step)

@@ -14,7 +14,7 @@ import pytest
 TIERS = ("unit", "notebooks", "grading", "browser")
 #: test file stem -> tier; a file not listed here is ``unit``
 FILE_TIERS = {"test_notebooks": "notebooks", "test_grading": "grading", "test_browser": "browser",
-              "test_exchange": "grading", "test_student_dist": "notebooks"}
+              "test_hub": "browser", "test_exchange": "grading", "test_student_dist": "notebooks"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

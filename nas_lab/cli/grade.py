@@ -55,3 +55,28 @@ def grade_submissions(args: argparse.Namespace) -> int:
         return fail(str(err))
     print(f"wrote {result['out'] / 'grades.csv'}, {result['out'] / 'summary.md'} and feedback/")
     return 0
+
+
+def _configure_stage(p: argparse.ArgumentParser) -> None:
+    p.add_argument("lab", help="lab name (the nbgrader assignment)")
+    p.add_argument("submitted", type=Path, help="what `nbgrader collect` wrote: <course>/submitted")
+    p.add_argument("--out", type=Path, default=None, help="the `nas-lab grade --out` folder (default: grades/<lab>)")
+    p.add_argument("--feedback", type=Path, default=None,
+                   help="nbgrader's feedback folder (default: feedback/ beside SUBMITTED)")
+
+
+@command("stage-feedback", "put nas-lab grade's feedback pages where `nbgrader release_feedback` takes them",
+         configure=_configure_stage)
+def stage_feedback(args: argparse.Namespace) -> int:
+    from nas_lab.grading.exchange import stage_feedback as stage
+
+    if not args.submitted.is_dir():
+        return fail(f"{args.submitted} is not a folder")
+    lab = Path(args.lab).name.removesuffix(".ipynb")
+    out = args.out or Path("grades") / lab
+    feedback = args.feedback or args.submitted.resolve().parent / "feedback"
+    staged, skipped = stage(lab, args.submitted, out, feedback)
+    for note in skipped:
+        print(f"skipped {note}")
+    print(f"staged feedback of {len(staged)} students in {feedback}; now: nbgrader release_feedback {lab}")
+    return 0 if staged or not skipped else 1
