@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,15 @@ _spec = importlib.util.spec_from_file_location("student_dist", ROOT / "autograde
 student_dist = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(student_dist)
 LABS = sorted(p.parent.name for p in (ROOT / "labs").glob("*/*.ipynb") if p.stem == p.parent.name)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_outer_pythonpath():
+    """The fresh venv and its kernels must import the distribution's library, never one named by PYTHONPATH."""
+    saved = os.environ.pop("PYTHONPATH", None)
+    yield
+    if saved is not None:
+        os.environ["PYTHONPATH"] = saved
 
 
 @pytest.fixture(scope="module")
