@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 TIERS = ("unit", "notebooks", "grading", "browser")
 #: test file stem -> tier; a file not listed here is ``unit``
@@ -21,3 +22,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         tier = FILE_TIERS.get(item.path.stem, "unit")
         item.add_marker(getattr(pytest.mark, tier))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one torch thread is faster (no OpenMP spinning on a busy 2-core machine); restored after.
+
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

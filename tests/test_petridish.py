@@ -13,14 +13,7 @@ from nas_lab import net2net
 from nas_lab import petridish as P
 from nas_lab.counting import conv2d_macs, count_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is faster, and much faster on a busy 2-core machine (no OpenMP spinning)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _x(n: int = 16, size: int = 12, seed: int = 0) -> torch.Tensor:

@@ -21,13 +21,7 @@ SMALL = SPACE.smallest()
 MIDDLE = SPACE.parse("r20_w0.75_k5e4_k3e6-k7e3_k5e3_k3e4")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is fastest, and polite on a shared laptop (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_convnet(seed: int = 0) -> nn.Module:
