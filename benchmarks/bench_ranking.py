@@ -22,24 +22,7 @@ import numpy as np
 
 from nas_lab import ranking
 from nas_lab.artifacts import data_dir
-from nas_lab.scratch_bench import BENCH_NAME, ScratchBench, read_bench
-
-
-def load_bench() -> tuple[ScratchBench, str]:
-    """The final benchmark if it exists, else a temporary merge of the finished rows of its shards."""
-    final = data_dir() / BENCH_NAME
-    if final.exists():
-        return read_bench(final), str(final)
-    shards = sorted(final.parent.glob(f"{BENCH_NAME}.shard*of*"))
-    if not shards:
-        raise SystemExit(f"no {final} and no shard files beside it: run nas-lab build-scratch-bench first")
-    lines = [shards[0].read_text().splitlines()[0]]
-    for s in shards:
-        lines += s.read_text().splitlines()[1:]
-    merged = Path("runs") / "scratch_bench_partial.csv"
-    merged.parent.mkdir(exist_ok=True)
-    merged.write_text("\n".join(lines) + "\n")
-    return read_bench(merged), f"{len(lines) - 1} rows of {len(shards)} shard files (partial)"
+from nas_lab.scratch_bench import ScratchBench
 
 
 def inherited(bench: ScratchBench, checkpoint: Path | None) -> np.ndarray:
@@ -112,7 +95,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    bench, source = load_bench()
+    from nas_lab.proxies import scratch_ground_truth
+
+    bench, source = scratch_ground_truth()  # the final CSV, or the finished rows of its shards
     truth = bench.test_accuracy
     print(f"bench: {source}; recipe {bench.recipe}; scratch test accuracy {truth.min():.2f}-{truth.max():.2f} %")
     inh = inherited(bench, args.checkpoint)
