@@ -43,6 +43,32 @@ def _function(obj: Any) -> types.FunctionType:
     return func
 
 
+def _chain(obj: Any) -> list[types.FunctionType]:
+    """``obj``'s function and every function it wraps (``functools.wraps`` sets ``__wrapped__``).
+
+    A decorator such as ``torch.inference_mode`` puts a wrapper in front of the library function; the
+    wrapper's own code may never run the original's, so both are guarded.
+    """
+    chain, seen = [], set()
+    while obj is not None and id(obj) not in seen:
+        seen.add(id(obj))
+        inner = getattr(obj, "__func__", obj)
+        if isinstance(inner, types.FunctionType) and not inner.__code__.co_freevars:
+            chain.append(inner)
+        obj = getattr(inner, "__wrapped__", None)
+    if not chain:
+        _function(inner)                          # raises the TypeError that says why
+    return chain
+
+
+def _unique(funcs: list[types.FunctionType]) -> list[types.FunctionType]:
+    out: list[types.FunctionType] = []
+    for f in funcs:
+        if all(f is not g for g in out):
+            out.append(f)
+    return out
+
+
 def _raiser(message: str) -> types.CodeType:
     """A code object that raises ``DelegationError(message)`` whatever it is called with.
 
@@ -67,7 +93,7 @@ def own_work(question: str, task: str, *library: Callable) -> Iterator[None]:
     ``question`` and ``task`` make the message: "{question} asks you to write {task} yourself; calling
     {library function} does not count".
     """
-    funcs = [_function(f) for f in library]
+    funcs = _unique([inner for f in library for inner in _chain(f)])
     originals = [f.__code__ for f in funcs]
     try:
         for func in funcs:

@@ -72,6 +72,18 @@ def test_refuses_what_it_cannot_guard() -> None:
             pass
 
 
+def test_a_decorated_library_function_is_guarded_through_its_wrapper() -> None:
+    from nas_lab.evaluate import top1_accuracy   # torch.inference_mode wraps it: a closure around __wrapped__
+
+    assert top1_accuracy.__code__.co_freevars and hasattr(top1_accuracy, "__wrapped__")
+    inner = top1_accuracy.__wrapped__
+    with own_work("Q1a", "evaluate_subnet", top1_accuracy):
+        for func in (top1_accuracy, inner):
+            with pytest.raises(DelegationError, match="Q1a asks you to write evaluate_subnet"):
+                func(None, None, None)
+    assert inner.__code__.co_name == "top1_accuracy"
+
+
 def test_references_swap_names_for_the_block_only() -> None:
     from nas_lab.own_work import references
 

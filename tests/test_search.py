@@ -92,6 +92,22 @@ def test_select_parents_hand_made():
     np.testing.assert_array_equal(S.select_parents(scores, 3), [1, 3, 4])  # ties: lower index first
 
 
+def test_search_runs_a_students_selection_while_the_library_one_is_guarded():
+    from nas_lab.own_work import own_work
+
+    def students_select(scores, n):
+        return np.argsort(-np.asarray(scores), kind="stable")[:n]
+
+    with own_work("Q6b", "select_parents", S.select_parents):
+        with pytest.raises(Exception, match="Q6b asks you to write select_parents"):
+            S.evolution_search(macs_predictor, population=8, generations=1, seed=0)
+        guarded = S.evolution_search(macs_predictor, population=8, generations=2, seed=0, select=students_select)
+        best = S.random_search(macs_predictor, 50, seed=0)
+    plain = S.evolution_search(macs_predictor, population=8, generations=2, seed=0)
+    assert guarded.arch == plain.arch and guarded.predicted_accuracy == plain.predicted_accuracy
+    assert best.predicted_accuracy == S.random_search(macs_predictor, 50, seed=0).predicted_accuracy
+
+
 def test_arch_level_crossover_adapter():
     rng = np.random.default_rng(2)
     a, b = S.sample_genes(SPACE, 20, rng), S.sample_genes(SPACE, 20, rng)
