@@ -207,15 +207,17 @@ def test_lab1_feedback_hides_hidden_tests(lab1: dict) -> None:
                                        if (p / f"{p.name}.ipynb").exists() and p.name != LAB1))
 def test_every_lab_honest_full_marks(lab: str, tmp_path: Path) -> None:
     """The guard never costs an honest student a point, on any lab (the blank release scores 0); a student who
-    only calls the library's versions of the answers scores nothing on the questions that ask for their own."""
+    only calls the library's versions of the answers scores nothing on the questions that ask for their own;
+    on Lab 4, broken search operators also cost the search targets that run them (cases.lab4_operator_cases)."""
     solution = nbformat.read(ROOT / "solutions" / lab / f"{lab}.ipynb", as_version=4)
     own_work = cases.own_work_tests(solution)
     batch = [cases.Case("honest", "ok", None), cases.Case("blank", "ok", 0, base="release")]
     if own_work:
         batch.append(cases.Case("delegating", "ok", None, base="delegating", scores=dict.fromkeys(own_work, 0)))
-    result = _batch(tmp_path, ROOT / "solutions" / lab, batch, LAB1_LIMITS, None)
-    if own_work:
-        _check(result, batch[-1])
+    extra = cases.lab4_operator_cases() if lab == "lab4_ofa_search" else []
+    result = _batch(tmp_path, ROOT / "solutions" / lab, batch + extra, LAB1_LIMITS, None)
+    for case in batch[2:] + extra:
+        _check(result, case)
     honest = result["rows"]["honest"]
     assert honest["status"] == "ok", honest["notes"]
     release = result["release"]

@@ -177,6 +177,24 @@ def lab1_cases() -> list[Case]:
     ]
 
 
+def lab4_operator_cases() -> list[Case]:
+    """Broken search operators and predictor on Lab 4 (31 autograded points): the search questions run the
+    student's own crossover and parent selection in the engine, so a broken operator misses the Q7/Q8 targets
+    as well as its own question; a predictor without non-linearity misses the held-out error bar (Q3b) only.
+    Graded in the same batch as Lab 4's honest and delegating submissions (tests/test_grading.py)."""
+    search_zero = {"q7_test": 0, "q8_test": 0, "q8b_test": 0}
+    return [
+        Case("crossover_copies_a", "ok", 20, edits=[("answer", "q6a_answer", "replace",
+             "def crossover(a, b, rng):\n    return a\n")], scores={"q6_test": 0, "q6b_test": 1, **search_zero}),
+        Case("random_parents", "ok", 22, edits=[("answer", "q6b_answer", "replace",
+             "def select_parents(scores, n):\n    return np.random.default_rng(0).permutation(len(scores))[:n]\n")],
+             scores={"q6_test": 3, "q6b_test": 0, **search_zero}),
+        Case("mlp_without_relu", "ok", 27, edits=[("answer", "q3b_answer", "sub",
+             "layers += [nn.Linear(size, hidden), nn.ReLU()]", "layers += [nn.Linear(size, hidden)]")],
+             scores={"q3b_test": 0, "q7_test": 2, "q8_test": 4}),
+    ]
+
+
 # ------------------------------------------------------------------------------------------- making
 
 
@@ -220,6 +238,10 @@ def _apply(nb: nbformat.NotebookNode, edit: tuple) -> None:
     cell = nb.cells[index]
     if kind == "answer":
         mode, code = edit[2], edit[3]
+        if mode == "sub":                      # ("answer", gid, "sub", old, new): one edit inside the answer
+            assert code in cell.source, f"{gid}: {code!r} is not in the answer any more"
+            cell.source = cell.source.replace(code, edit[4])
+            return
         cell.source = {"prepend": code + "\n" + cell.source, "append": cell.source + "\n" + code,
                        "replace": code}[mode]
     elif kind == "delete":
