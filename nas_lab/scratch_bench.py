@@ -131,12 +131,17 @@ def train_one(arch: Arch, recipe: Recipe, seed: int, run_dir: Path, threads: int
 
 
 def build(out_csv: Path, recipe: Recipe, archs: list[Arch], seed: int = 0, runs: Path = Path("runs/scratch_bench"),
-          shard: tuple[int, int] | None = None, threads: int = 0, progress: bool = True) -> Path:
+          shard: tuple[int, int] | None = None, threads: int = 0, progress: bool = True,
+          merge_only: bool = False) -> Path:
     """Train every arch of ``archs`` not yet in ``out_csv`` (or its shards); write rows as they finish.
 
     With ``shard=(i, k)`` only ``archs[i::k]`` are trained, into ``shard_path(out_csv, i, k)``; without it,
     the rows of any shards are merged first and ``out_csv`` is rewritten in plan order at the end.
+    ``merge_only`` trains nothing: ``out_csv`` gets the finished rows in plan order (a partial bench that can
+    ship with a checksum while the rest trains; a later run resumes from it and its shards).
     """
+    if merge_only and shard is not None:
+        raise ValueError("merge_only writes the merged CSV: it takes no shard")
     if shard is not None:
         index, count = shard
         if not 0 <= index < count:
@@ -153,7 +158,8 @@ def build(out_csv: Path, recipe: Recipe, archs: list[Arch], seed: int = 0, runs:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(",".join(COLUMNS) + "\n")
     t0 = time.time()
-    for i, arch in enumerate(progress_bar(todo, enabled=progress, desc="scratch bench", unit="subnet")):
+    for i, arch in enumerate(progress_bar([] if merge_only else todo, enabled=progress, desc="scratch bench",
+                                          unit="subnet")):
         if str(arch) in done:
             continue
         if progress:
@@ -168,7 +174,7 @@ def build(out_csv: Path, recipe: Recipe, archs: list[Arch], seed: int = 0, runs:
         with open(out_csv, "w", newline="") as f:
             writer = csv.DictWriter(f, COLUMNS)
             writer.writeheader()
-            writer.writerows(done[str(a)] for a in archs)
+            writer.writerows(done[str(a)] for a in archs if str(a) in done)
     if progress:
         print(f"{len(todo)} subnets in {time.time() - t0:.0f} s -> {target}")
     return target

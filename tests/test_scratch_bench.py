@@ -83,6 +83,25 @@ def test_a_rerun_trains_nothing_and_keeps_the_rows(built, monkeypatch: pytest.Mo
     assert out.read_text() == before
 
 
+def test_merge_only_ships_the_finished_rows_and_a_later_run_resumes(built, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    src, archs = built
+    out = tmp_path / "bench.csv"
+    shard = sb.shard_path(out, 0, 2)                 # only shard 0 (archs 0 and 2) has finished
+    shard.write_text(sb.shard_path(src, 0, 2).read_text())
+    monkeypatch.setattr(sb, "train_one", lambda *a, **k: pytest.fail("merge_only trained a subnet"))
+    sb.build(out, TINY, archs, seed=0, runs=tmp_path / "runs", progress=False, merge_only=True)
+    assert [r["arch"] for r in _rows(out)] == [str(archs[0]), str(archs[2])]
+    with pytest.raises(ValueError, match="no shard"):
+        sb.build(out, TINY, archs, seed=0, shard=(1, 2), merge_only=True, progress=False)
+    trained = []
+    row1 = next(r for r in _rows(src) if r["arch"] == str(archs[1]))
+    monkeypatch.setattr(sb, "train_one", lambda arch, *a, **k: trained.append(str(arch)) or row1)
+    sb.build(out, TINY, archs, seed=0, runs=tmp_path / "runs", progress=False)
+    assert trained == [str(archs[1])]                # resumes with the missing one only
+    assert [r["arch"] for r in _rows(out)] == [str(a) for a in archs]
+
+
 def test_an_interrupted_subnet_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     """Stopped after one of two epochs, the subnet continues there and ends as an uninterrupted run does."""
     from nas_lab.train import TrainConfig, train

@@ -53,12 +53,14 @@ def _scratch_configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", type=Path, default=Path("runs/scratch_bench"), help="per-subnet checkpoints")
     add_shard_flag(p, "train")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--merge-only", action="store_true",
+                   help="train nothing: write the finished rows (shards included) to the CSV and record it")
 
 
 @command("build-scratch-bench", "train subnets alone from scratch into the mini benchmark CSV (resumable, shardable)",
          configure=_scratch_configure)
 def build_scratch_bench(args: argparse.Namespace) -> int:
-    from nas_lab.artifacts import data_dir, record
+    from nas_lab.artifacts import SCRATCH_BENCH_FULL_REBUILD, SCRATCH_BENCH_REBUILD, data_dir, record
     from nas_lab.scratch_bench import BENCH_NAME, FULL_NAME, RECIPES, build, fidelity_archs, planned_archs
     from nas_lab.space import SearchSpace
 
@@ -68,11 +70,15 @@ def build_scratch_bench(args: argparse.Namespace) -> int:
     archs = planned_archs(space, args.per_cell, args.seed) if bench else fidelity_archs(space, args.seed)
     try:
         shard = parse_shard(args.shard)
-        build(out, RECIPES[args.recipe], archs, args.seed, args.runs, shard, args.threads)
+        build(out, RECIPES[args.recipe], archs, args.seed, args.runs, shard, args.threads,
+              merge_only=args.merge_only)
     except (ValueError, RuntimeError) as err:
         return fail(str(err))
     if args.out is None and shard is None:
         recipe = RECIPES[args.recipe].describe()
-        record(out.name, description=f"{len(archs)} subnets trained alone from scratch ({recipe}): test and "
+        rows = sum(1 for line in out.read_text().splitlines()[1:] if line.strip())
+        done = (f"{rows} subnets" if rows == len(archs) else
+                f"{rows} of the {len(archs)} planned subnets so far (resume: {SCRATCH_BENCH_REBUILD if bench else SCRATCH_BENCH_FULL_REBUILD})")
+        record(out.name, description=f"{done} trained alone from scratch ({recipe}): test and "
                "minival accuracy, MACs, params, peak memory, train seconds")
     return 0
