@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -272,12 +272,18 @@ def grow(rounds: int = 4, seed: int = 0, strategy: str = "petridish", widths: Se
          strides: Sequence[int] = (1, 2, 1), resolution: int = 14, train_images: int = 4000,
          first_steps: int = 200, steps_per_round: int = 100, max_add: int = 2, l1: float = 0.05,
          score_steps: int = 4, score_lr: float = 0.1, score_op_lr: float = 0.1, lr: float = 0.05,
-         batch_size: int = 64, ops: Sequence[str] = OPS, eval_limit: int | None = None) -> GrowthHistory:
+         batch_size: int = 64, ops: Sequence[str] = OPS, eval_limit: int | None = None,
+         scorer: Callable[[PetriNet, list[Branch], Iterable], torch.Tensor] | None = None,
+         chooser: Callable[[Sequence[Branch], torch.Tensor, int], list[int]] | None = None) -> GrowthHistory:
     """Train a seed net, then ``rounds`` times: pick branches (Petridish scoring or at random), add, train.
 
     ``strategy="none"`` trains the same steps without growing (the control every growth run must beat).
     Every random choice comes from ``seed`` (weights, candidate inits, data order, random picks); the
     history repeats exactly for a seed on the same machine and thread count.
+
+    Hooks for Lab 7 (a student's versions): ``scorer(model, pool, batches)`` returns the candidates'
+    strengths (K,) in place of :func:`score_candidates` (its gates; the images it draws from ``batches``
+    are counted), and ``chooser(pool, strength, max_add)`` replaces :func:`choose`.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose from {STRATEGIES}")
@@ -299,9 +305,18 @@ def grow(rounds: int = 4, seed: int = 0, strategy: str = "petridish", widths: Se
             break
         if strategy == "petridish":
             batches = minitrain.train_batches(batch_size, resolution, train_images, seed=seed * 1000 + 500 + r)
-            scores = score_candidates(model, pool, batches, l1, score_steps, score_lr, score_op_lr)
-            hist.score_images += scores.images
-            picks = choose(pool, scores.gates, max_add)
+            if scorer is None:
+                scores = score_candidates(model, pool, batches, l1, score_steps, score_lr, score_op_lr)
+                hist.score_images += scores.images
+                strength = scores.gates
+            else:
+                seen = [0]
+                strength = torch.as_tensor(scorer(model, pool, _counted(batches, seen))).detach().abs()
+                hist.score_images += seen[0]
+                if strength.shape != (len(pool),):
+                    raise ValueError(f"scorer must return one strength per candidate, shape ({len(pool)},); "
+                                     f"got {tuple(strength.shape)}")
+            picks = list((chooser or choose)(pool, strength, max_add))
         elif strategy == "random":
             picks = torch.randperm(len(pool), generator=gen)[:max_add].tolist()  # gates stay 0
         else:  # "none": the control, same training steps without growing
@@ -312,6 +327,13 @@ def grow(rounds: int = 4, seed: int = 0, strategy: str = "petridish", widths: Se
     hist.seconds = time.perf_counter() - start
     hist.model = model
     return hist
+
+
+def _counted(batches: Iterable, seen: list[int]) -> Iterator:
+    """``batches``, adding the number of images of each batch drawn to ``seen[0]``."""
+    for x, y in batches:
+        seen[0] += len(y)
+        yield x, y
 
 
 # ---- several seeds ----------------------------------------------------------------------------------------

@@ -195,3 +195,24 @@ def test_mean_sd_and_table():
     assert "random" in table and "50.00 +- 0.00" in table
     with pytest.raises(ValueError, match="unknown strategy"):
         P.grow(strategy="evolution")
+
+
+def test_grow_runs_a_given_scorer_and_chooser():
+    kw = dict(TINY, l1=0.01, score_steps=1, score_lr=0.1, score_op_lr=0.1)
+    ref = P.grow(seed=3, **kw)
+    calls = []
+
+    def scorer(model, pool, batches):
+        return P.score_candidates(model, pool, batches, 0.01, 1, 0.1, 0.1).gates
+
+    def chooser(pool, strength, max_add):
+        calls.append(len(pool))
+        return P.choose(pool, strength, max_add)
+
+    got = P.grow(seed=3, scorer=scorer, chooser=chooser, **kw)
+    assert [vars(p) for p in got.points] == [vars(p) for p in ref.points]
+    assert got.score_images == ref.score_images == 2 * TINY["batch_size"] and len(calls) == 2
+    first = P.grow(seed=3, chooser=lambda pool, strength, max_add: [0], **kw)  # the hook decides
+    assert [p.added for p in first.points[1:]] == [[n] for n in first.points[-1].branches]
+    with pytest.raises(ValueError, match="one strength per candidate"):
+        P.grow(seed=3, scorer=lambda model, pool, batches: torch.zeros(len(pool) + 1), **kw)
