@@ -38,6 +38,25 @@ def group_gaps(estimate: Sequence[float], truth: Sequence[float],
             for g, v in sorted(rows.items(), key=lambda kv: str(kv[0]))}
 
 
+def within_group_tau(estimate: Sequence[float], truth: Sequence[float], groups: Sequence[Hashable],
+                     min_size: int = 3) -> float:
+    """Mean Kendall tau-b *inside* the groups (e.g. one per resolution), each group weighted equally.
+
+    A group counts when it has at least ``min_size`` members and its tau is defined (neither the estimate nor
+    the truth is constant on it); nan when no group counts. An estimate that only sorts the groups (a proxy
+    that follows the resolution) scores high overall but near zero here.
+    """
+    estimate, truth = np.asarray(estimate, float), np.asarray(truth, float)
+    if not len(estimate) == len(truth) == len(groups):
+        raise ValueError(f"estimate, truth and groups have {len(estimate)}, {len(truth)} and {len(groups)} values")
+    members: dict[Hashable, list[int]] = defaultdict(list)
+    for i, g in enumerate(groups):
+        members[g].append(i)
+    taus = [kendall_tau(estimate[idx], truth[idx]) for idx in members.values() if len(idx) >= min_size]
+    taus = [t for t in taus if not np.isnan(t)]
+    return float(np.mean(taus)) if taus else float("nan")
+
+
 def rank_report(estimate: Sequence[float], truth: Sequence[float], k: int = 10) -> dict[str, float]:
     """Kendall tau-b, Spearman rho, top-k overlap and the number of architectures."""
     estimate, truth = np.asarray(estimate, float), np.asarray(truth, float)

@@ -258,3 +258,17 @@ def test_cli_proxy(tmp_path, monkeypatch, capsys) -> None:
         shard.write_text(BENCH_HEADER)
     assert main(["proxy", "--name", "params", "--bench"]) == 1
     assert "no shard holds a finished row" in capsys.readouterr().err
+
+
+def test_score_archs_takes_a_proxy_function() -> None:
+    """Lab 6 scores the students' own proxies with the same machinery: a function works like its name."""
+    def my_synflow(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int = 0) -> float:
+        return P.synflow(model, x, y, seed)
+
+    archs = [SMALL, MIDDLE]
+    by_name = P.score_archs("synflow", archs, seeds=(0, 1), batch_size=8)
+    by_fn = P.score_archs(my_synflow, archs, seeds=(0, 1), batch_size=8)
+    assert by_fn.name == "my_synflow" and np.array_equal(by_fn.scores, by_name.scores)
+    assert P.score_arch(my_synflow, SMALL, seed=3, batch_size=8) == P.score_arch("synflow", SMALL, seed=3, batch_size=8)
+    with pytest.raises(ValueError, match="registered name or a function"):
+        P.score_archs(42, archs)

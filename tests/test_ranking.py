@@ -33,3 +33,20 @@ def test_group_gaps_by_hand() -> None:
     gaps = group_gaps([88, 90, 85], [89, 90.5, 88], ["a", "a", "b"])
     assert gaps["a"] == {"mean_gap": pytest.approx(0.75), "max_gap": pytest.approx(1.0), "n": 2}
     assert gaps["b"]["mean_gap"] == pytest.approx(3.0) and gaps["b"]["n"] == 1
+
+
+def test_within_group_tau_by_hand() -> None:
+    from nas_lab.ranking import within_group_tau
+
+    truth = [1, 2, 3, 10, 11, 12]
+    groups = ["a", "a", "a", "b", "b", "b"]
+    # an estimate that only sorts the groups: perfect overall order between groups, reversed inside them
+    est = [3, 2, 1, 6, 5, 4]
+    assert rank_report(est, truth)["kendall_tau"] == pytest.approx(3 / 15)   # 9 concordant pairs, 6 discordant
+    assert within_group_tau(est, truth, groups) == pytest.approx(-1.0)
+    assert within_group_tau([1, 2, 3, 4, 6, 5], truth, groups) == pytest.approx((1 + 1 / 3) / 2)
+    # groups below min_size, or constant inside, do not count; none counting -> nan
+    assert within_group_tau([1, 2, 3, 4, 4, 4], truth, groups) == pytest.approx(1.0)
+    assert np.isnan(within_group_tau([1, 2], [1, 2], ["a", "b"]))
+    with pytest.raises(ValueError, match="3, 3 and 2"):
+        within_group_tau([1, 2, 3], [1, 2, 3], ["a", "b"])
