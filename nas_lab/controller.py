@@ -73,6 +73,11 @@ def probabilities(logits: torch.Tensor) -> torch.Tensor:
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
     """Scalar: the policy's entropy in nats, summed over decisions (differentiable)."""
+    return _entropy(logits)
+
+
+def _entropy(logits: torch.Tensor) -> torch.Tensor:
+    # the engine's own copy (history), so that a lab test can switch :func:`entropy` off while a search runs
     log_p = torch.log_softmax(logits, dim=-1)                                     # (G, C)
     return -(log_p.exp() * log_p).sum()
 
@@ -210,7 +215,7 @@ def rl_search(predictor: Predictor, constraints: Mapping[str, float] | None = No
         step_fn(optimizer, logits, torch.cat([log_prob[:keep], log_prob[n_ok:]]), reward, b, entropy_weight)
         baseline = update_baseline(baseline, reward_ok, baseline_decay)
         history.append({"step": step, "best": best, "mean": float(reward_ok.mean()), "queries": scorer.queries,
-                        "baseline": baseline, "entropy": float(entropy(logits.detach()))})
+                        "baseline": baseline, "entropy": float(_entropy(logits.detach()))})
         if progress:
             progress(scorer.queries - before)
     return _result(scorer, model, constraints, seed, start, history)

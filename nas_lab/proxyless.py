@@ -61,7 +61,7 @@ FIXED_KINDS = ("stem", "head", "pool+linear")  # the layers every subnet has, wh
 class LatencyLookup:
     """The latency table restricted to one (resolution, width): what :func:`expected_latency` needs."""
 
-    ops: torch.Tensor        # (slots, ops) ms of a block with choice i in each slot (op i = kernel k, expand e)
+    ops: torch.Tensor        # (slots, ops) float64 ms of a block with choice i in each slot (op i = kernel k, expand e)
     fixed: float             # ms of the stem, head and pool + classifier
     depths: tuple[int, ...]  # the depth choices of a stage
     max_depth: int           # block slots per stage
@@ -78,7 +78,7 @@ def latency_lookup(table: Any, resolution: int, width: float, space: SearchSpace
     space = space or table.space
     _index(space.resolutions, resolution, "resolution")
     _index(space.widths, width, "width")
-    ops = torch.empty(space.num_slots, len(op_choices(space)))                    # (slots, ops)
+    ops = torch.empty(space.num_slots, len(op_choices(space)), dtype=torch.float64)  # (slots, ops), exact sums
     for slot in range(space.num_slots):
         stage, block = divmod(slot, space.max_depth)
         for i, (k, e) in enumerate(op_choices(space)):
@@ -191,12 +191,14 @@ def proxyless_search(lam: float, resolution: int = 28, width: float = 1.0, steps
                      lr: float = 0.1, seed: int = 0, net: Any = None, table: Any = None,
                      train_images: int = 10_000,
                      latency_fn: Callable[[torch.Tensor, torch.Tensor, LatencyLookup], torch.Tensor]
-                     = expected_latency) -> ProxylessResult:
+                     = expected_latency,
+                     gate_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = binary_gates) -> ProxylessResult:
     """Learn architecture logits for ``steps`` steps of loss = CE + ``lam`` * E[latency ms] with the supernet
     frozen, at one resolution and width; return the derived arch and the history.
 
     ``net`` defaults to the shipped supernet (:func:`nas_lab.evaluate.load_supernet`) and ``table`` to the
-    shipped latency table; ``latency_fn`` replaces :func:`expected_latency` (the lab's exercise).
+    shipped latency table; ``latency_fn`` and ``gate_fn`` replace :func:`expected_latency` and
+    :func:`binary_gates` (the lab's exercises).
     """
     if lam < 0 or steps < 1 or batch_size < 2:
         raise ValueError(f"need lam >= 0, steps >= 1 and batch_size >= 2; got {lam}, {steps}, {batch_size}")
@@ -223,8 +225,8 @@ def proxyless_search(lam: float, resolution: int = 28, width: float = 1.0, steps
         op_pairs, depth_pairs = sample_pairs(op_logits, rng), sample_pairs(depth_logits, rng)
         before = [torch.logsumexp(lg.detach().gather(1, p), 1) for lg, p in
                   ((op_logits, op_pairs), (depth_logits, depth_pairs))]
-        out = gated_forward(net, x, space, width, op_pairs, binary_gates(op_logits, op_pairs),
-                            depth_pairs, binary_gates(depth_logits, depth_pairs))
+        out = gated_forward(net, x, space, width, op_pairs, gate_fn(op_logits, op_pairs),
+                            depth_pairs, gate_fn(depth_logits, depth_pairs))
         ce = F.cross_entropy(out, y)
         lat = latency_fn(torch.softmax(op_logits, -1), torch.softmax(depth_logits, -1), lookup)
         loss = ce + lam * lat

@@ -79,7 +79,7 @@ def test_expected_latency_is_differentiable_with_the_closed_form_gradient():
     # P(block b of a stage runs) = P(depth > b): 1, p(2) + p(3), p(3)
     d = depth_p.detach()
     active = torch.stack([torch.ones(4), d[:, 1] + d[:, 2], d[:, 2]], 1).reshape(-1)   # (slots,)
-    assert torch.allclose(op_p.grad, active[:, None] * lookup.ops, rtol=1e-5)
+    assert torch.allclose(op_p.grad, (active[:, None] * lookup.ops).float(), rtol=1e-5)
     assert depth_p.grad.abs().sum() > 0
 
 
@@ -202,3 +202,32 @@ def test_derive_takes_the_argmax():
     depth_logits = torch.tensor([[0.0, 1.0, 0.0]] * 4)
     arch = P.derive(op_logits, depth_logits, SPACE, 24, 0.75)
     assert str(arch) == "r24_w0.75_" + "_".join(["k7e6-k7e6"] * 4)
+
+
+def test_lookup_is_float64_and_one_hot_gives_the_shipped_table_prediction_exactly():
+    table = LatencyTable.shipped()
+    rng = random.Random(3)
+    for arch in [SPACE.largest(), SPACE.smallest()] + [SPACE.sample(rng) for _ in range(4)]:
+        lookup = P.latency_lookup(table, arch.resolution, arch.width)
+        assert lookup.ops.dtype == torch.float64
+        got = float(P.expected_latency(*one_hot(arch, SPACE), lookup))
+        assert abs(got - table.predict(arch)) < 1e-9
+
+
+def test_gate_fn_plugs_in(net):
+    table = synthetic_table()
+    common = dict(resolution=16, width=0.5, steps=3, batch_size=16, net=net, table=table, lr=0.3, seed=4)
+    calls = []
+
+    def student_gates(logits, pairs):  # the same estimator, written another way
+        calls.append(1)
+        p2 = torch.softmax(torch.stack([logits.gather(1, pairs[:, :1]), logits.gather(1, pairs[:, 1:])], 1)
+                           .squeeze(-1), dim=-1)
+        return torch.tensor([1.0, 0.0]).expand_as(p2) + p2 - p2.detach()
+
+    ref = P.proxyless_search(1.0, **common)
+    mine = P.proxyless_search(1.0, **common, gate_fn=student_gates)
+    assert len(calls) == 2 * 3  # ops and depths, every step
+    assert mine.arch == ref.arch
+    assert torch.allclose(mine.op_logits, ref.op_logits, atol=1e-5)
+    assert torch.allclose(mine.depth_logits, ref.depth_logits, atol=1e-5)
