@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from nas_lab import artifacts, proxies
+from nas_lab import artifacts, proxies, scratch_bench
 
 # Spearman rho on NAS-Bench-201 CIFAR-10, all 15,625 nets (docs: ../shared/design/ANCHORS.md)
 PUBLISHED = {"synflow": "0.74", "snip": "0.60", "grad_norm": "0.59", "naswot": "(jacob_cov 0.73)"}
@@ -76,7 +76,7 @@ def main() -> None:
         for n in names:
             results[n]["dataset"] = run_part(n, archs, truth, args, "dataset")
     if not args.skip_bench:
-        bench, bench_source = proxies.scratch_ground_truth()
+        bench, bench_source = scratch_bench.ground_truth()
         print(f"scratch bench: {bench_source}", file=sys.stderr)
         for n in names:
             results[n]["bench"] = run_part(n, bench.archs, bench.test_accuracy, args, "bench")

@@ -95,9 +95,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from nas_lab.proxies import scratch_ground_truth
+    from nas_lab.scratch_bench import ground_truth
 
-    bench, source = scratch_ground_truth()  # the final CSV, or the finished rows of its shards
+    bench, source = ground_truth()  # the final CSV, or the finished rows of its shards
     truth = bench.test_accuracy
     print(f"bench: {source}; recipe {bench.recipe}; scratch test accuracy {truth.min():.2f}-{truth.max():.2f} %")
     inh = inherited(bench, args.checkpoint)

@@ -28,7 +28,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -457,30 +456,3 @@ def score_archs(name: str | Proxy, archs: Sequence[Arch], seeds: Sequence[int] =
         if progress:
             progress(i + 1, len(archs))
     return ProxyScores(label, archs, tuple(seeds), scores, seconds)
-
-
-def scratch_ground_truth() -> tuple[Any, str]:
-    """The from-scratch benchmark and where it came from: ``data/scratch_bench.csv`` when it exists (checked
-    against the manifest once it is recorded there), else the finished rows of its shard files."""
-    import tempfile
-
-    from nas_lab import artifacts
-    from nas_lab.scratch_bench import BENCH_NAME, read_bench
-
-    final = artifacts.data_dir() / BENCH_NAME
-    if final.exists():
-        try:
-            bench, note = read_bench(artifacts.verified_path(BENCH_NAME)), ""
-        except artifacts.ArtifactError:
-            bench, note = read_bench(final), ", not yet in the manifest"
-        return bench, f"{BENCH_NAME} ({len(bench)} rows{note})"
-    shards = sorted(final.parent.glob(f"{BENCH_NAME}.shard*of*"))
-    rows = [line for s in shards for line in s.read_text().splitlines()[1:] if line.strip()]
-    if not rows:
-        raise FileNotFoundError(f"{final} does not exist and no shard holds a finished row yet; build it with: "
-                                f"{artifacts.SCRATCH_BENCH_REBUILD}")
-    with tempfile.TemporaryDirectory() as tmp:
-        merged = Path(tmp) / BENCH_NAME
-        merged.write_text("\n".join([shards[0].read_text().splitlines()[0], *rows]) + "\n")
-        bench = read_bench(merged)
-    return bench, f"finished rows of {len(shards)} shard files ({len(bench)} rows; the final CSV is not there yet)"

@@ -73,7 +73,7 @@ def test_refuses_what_it_cannot_guard() -> None:
 
 
 def test_a_decorated_library_function_is_guarded_through_its_wrapper() -> None:
-    from nas_lab.evaluate import top1_accuracy   # torch.inference_mode wraps it: a closure around __wrapped__
+    from nas_lab.evaluate import top1_accuracy  # torch.inference_mode wraps it: a closure around __wrapped__
 
     assert top1_accuracy.__code__.co_freevars and hasattr(top1_accuracy, "__wrapped__")
     inner = top1_accuracy.__wrapped__

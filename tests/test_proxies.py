@@ -228,15 +228,22 @@ def bench_row(arch, acc: float) -> str:
     return f'{arch},{arch.resolution},{arch.width},{acc},{acc},{c.macs},{c.params},{c.peak_memory_kb},1.0,"b:1ep",0\n'
 
 
-def test_scratch_ground_truth_reads_finished_shard_rows(tmp_path, monkeypatch) -> None:
+def test_bench_ground_truth_reads_finished_shard_rows_and_checks_the_final_csv(tmp_path, monkeypatch) -> None:
+    from nas_lab import artifacts
+    from nas_lab.scratch_bench import ground_truth
+
     fake_data_dir(tmp_path, monkeypatch, [bench_row(SMALL, 85.0), bench_row(MIDDLE, 88.0)])
-    bench, source = P.scratch_ground_truth()
+    bench, source = ground_truth()
     assert bench.archs == [SMALL, MIDDLE] and bench.test_accuracy.tolist() == [85.0, 88.0]
     assert "2 shard files (2 rows" in source
+    (tmp_path / "scratch_bench.csv").write_text(BENCH_HEADER + bench_row(SMALL, 99.0))  # not what the manifest says
+    with pytest.raises(artifacts.ArtifactError, match="scratch_bench.csv"):
+        ground_truth()
+    (tmp_path / "scratch_bench.csv").unlink()
     for shard in tmp_path.glob("*.shard*"):
         shard.write_text(BENCH_HEADER)
     with pytest.raises(FileNotFoundError, match="build-scratch-bench"):
-        P.scratch_ground_truth()
+        ground_truth()
 
 
 def test_cli_proxy(tmp_path, monkeypatch, capsys) -> None:

@@ -77,8 +77,9 @@ def build_scratch_bench(args: argparse.Namespace) -> int:
     if args.out is None and shard is None:
         recipe = RECIPES[args.recipe].describe()
         rows = sum(1 for line in out.read_text().splitlines()[1:] if line.strip())
+        resume = SCRATCH_BENCH_REBUILD if bench else SCRATCH_BENCH_FULL_REBUILD
         done = (f"{rows} subnets" if rows == len(archs) else
-                f"{rows} of the {len(archs)} planned subnets so far (resume: {SCRATCH_BENCH_REBUILD if bench else SCRATCH_BENCH_FULL_REBUILD})")
+                f"{rows} of the {len(archs)} planned subnets so far (resume: {resume})")
         record(out.name, description=f"{done} trained alone from scratch ({recipe}): test and "
                "minival accuracy, MACs, params, peak memory, train seconds")
     return 0

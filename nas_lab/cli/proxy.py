@@ -29,10 +29,10 @@ def _configure(p: argparse.ArgumentParser) -> None:
 
 
 def _archs_and_truth(args: argparse.Namespace) -> tuple[list, list[float], str]:
-    from nas_lab import artifacts, proxies
+    from nas_lab import artifacts, scratch_bench
 
     if args.bench:
-        bench, source = proxies.scratch_ground_truth()
+        bench, source = scratch_bench.ground_truth()
         return bench.archs, bench.test_accuracy.tolist(), f"scratch bench: {source}; truth: test accuracy"
     data = artifacts.load("accuracy_dataset.csv")
     if args.limit < 2:
