@@ -21,8 +21,11 @@ $(STAMP): pyproject.toml
 lab: $(STAMP)
 	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) labs/
 
+# Two pytest workers, one test file each at a time (--dist loadfile keeps a file's shared fixtures in one
+# process): notebook kernels run one torch thread, so the two cores of a laptop or CI box both work.
+TEST_JOBS ?= 2
 test: $(STAMP) test-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile --durations=15
 
 # Programs from outside PyPI that the browser and hub tests drive (playwright and jupyterhub are in the dev extra):
 # Debian's chromium, installed when missing and root (tests/test_browser.py fails saying how, without it), and

@@ -81,8 +81,11 @@ def fresh_release(course: Path, lab: str) -> Path:
 # --------------------------------------------------------------------------------------------- (a)
 
 
-@pytest.mark.parametrize("lab", LABS)
+@pytest.mark.parametrize("lab", ["lab1_counting_macs"])
 def test_solution_passes_validation(lab: str, tmp_path: Path) -> None:
+    """nbgrader's Validate (what a student's "Validate" button runs) passes the solution. One lab shows the path
+    works; that every lab's solution passes every test, hidden ones included, is proved for all labs by
+    ``test_autograde_round_trip`` (full marks) and by ``nas-lab grade`` in tests/test_grading.py."""
     from nbgrader.validator import Validator
 
     work = tmp_path / "elsewhere"
