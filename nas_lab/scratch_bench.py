@@ -175,7 +175,9 @@ def build(out_csv: Path, recipe: Recipe, archs: list[Arch], seed: int = 0, runs:
             writer = csv.DictWriter(f, COLUMNS)
             writer.writeheader()
             writer.writerows(done[str(a)] for a in archs if str(a) in done)
-    if progress:
+    if progress and merge_only:
+        print(f"{sum(str(a) in done for a in archs)} of {len(archs)} planned subnets finished -> {target}")
+    elif progress:
         print(f"{len(todo)} subnets in {time.time() - t0:.0f} s -> {target}")
     return target
 
