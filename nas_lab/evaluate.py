@@ -71,7 +71,8 @@ def top1_accuracy(model: torch.nn.Module, split: str = "minival", resolution: in
     """Top-1 accuracy (percent) of ``model`` on a split at ``resolution``."""
     model.eval()
     correct = total = 0
-    n = len(data.load_split(split)[1]) if limit is None else min(limit, len(data.load_split(split)[1]))
+    n = len(data.load_split(split)[1])
+    n = n if limit is None else min(limit, n)
     for x, y in progress_bar(data.batches(split, batch_size, resolution, limit=limit), total=-(-n // batch_size),
                              desc=f"accuracy on {split}", unit="batch", leave=False):
         correct += (model(x.contiguous(memory_format=torch.channels_last)).argmax(1) == y).sum().item()

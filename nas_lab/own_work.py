@@ -61,14 +61,6 @@ def _chain(obj: Any) -> list[types.FunctionType]:
     return chain
 
 
-def _unique(funcs: list[types.FunctionType]) -> list[types.FunctionType]:
-    out: list[types.FunctionType] = []
-    for f in funcs:
-        if all(f is not g for g in out):
-            out.append(f)
-    return out
-
-
 def _raiser(message: str) -> types.CodeType:
     """A code object that raises ``DelegationError(message)`` whatever it is called with.
 
@@ -93,7 +85,7 @@ def own_work(question: str, task: str, *library: Callable) -> Iterator[None]:
     ``question`` and ``task`` make the message: "{question} asks you to write {task} yourself; calling
     {library function} does not count".
     """
-    funcs = _unique([inner for f in library for inner in _chain(f)])
+    funcs = list(dict.fromkeys(inner for f in library for inner in _chain(f)))  # once each, in order
     originals = [f.__code__ for f in funcs]
     try:
         for func in funcs:

@@ -208,13 +208,17 @@ class ScratchBench:
 
 def read_bench(path: str | Path, space: SearchSpace | None = None) -> ScratchBench:
     """Parse a benchmark CSV (every arch validated against ``space``)."""
+    return _bench(_read_rows(Path(path)), str(path), space)
+
+
+def _bench(rows: list[dict[str, str]], source: str, space: SearchSpace | None = None) -> ScratchBench:
+    """The benchmark of CSV rows (from a file or from several shards); ``source`` names them in errors."""
     space = space or SearchSpace()
-    rows = _read_rows(Path(path))
     if not rows:
-        raise ValueError(f"{path} holds no rows")
+        raise ValueError(f"{source} holds no rows")
     recipes = {r["recipe"] for r in rows}
     if len(recipes) != 1:
-        raise ValueError(f"{path} mixes recipes {sorted(recipes)}")
+        raise ValueError(f"{source} mixes recipes {sorted(recipes)}")
 
     def col(name: str, dtype: type = float) -> np.ndarray:
         return np.array([dtype(r[name]) for r in rows])
@@ -237,8 +241,6 @@ def ground_truth() -> tuple[ScratchBench, str]:
     """The from-scratch benchmark and where it came from: ``data/scratch_bench.csv`` (sha256-checked against the
     manifest: a corrupt or unrecorded file is an error naming its rebuild) when it exists, else the finished
     rows of its shard files (while a local build runs; ``--merge-only`` turns them into the shipped CSV)."""
-    import tempfile
-
     from nas_lab import artifacts
 
     final = artifacts.data_dir() / BENCH_NAME
@@ -246,12 +248,9 @@ def ground_truth() -> tuple[ScratchBench, str]:
         bench = read_bench(artifacts.verified_path(BENCH_NAME))
         return bench, f"{BENCH_NAME} ({len(bench)} rows)"
     shards = sorted(final.parent.glob(f"{BENCH_NAME}.shard*of*"))
-    rows = [line for s in shards for line in s.read_text().splitlines()[1:] if line.strip()]
+    rows = list(_done(final).values())          # the final CSV is absent: the shards' finished rows
     if not rows:
         raise FileNotFoundError(f"{final} does not exist and no shard holds a finished row yet; build it with: "
                                 f"{artifacts.SCRATCH_BENCH_REBUILD}")
-    with tempfile.TemporaryDirectory() as tmp:
-        merged = Path(tmp) / BENCH_NAME
-        merged.write_text("\n".join([shards[0].read_text().splitlines()[0], *rows]) + "\n")
-        bench = read_bench(merged)
+    bench = _bench(rows, f"the shards of {final}")
     return bench, f"finished rows of {len(shards)} shard files ({len(bench)} rows; the final CSV is not there yet)"
