@@ -42,6 +42,8 @@ class TrainConfig:
     weight_decay: float = 4e-5
     label_smoothing: float = 0.1
     num_random: int = 2             # random subnets per step besides largest and smallest
+    num_focus: int = 0              # of those, how many are drawn at the focus resolutions only
+    focus_resolutions: str = ""     # e.g. "24,28": where inherited accuracy trails training alone most
     seed: int = 0
     threads: int = 0                # 0 = leave torch's default
     checkpoint_minutes: float = 5.0
@@ -129,6 +131,7 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, progress: bool =
     ckpt_path, log_path = out_dir / "checkpoint.pt", out_dir / "train_log.jsonl"
     torch.manual_seed(cfg.seed)
     space = SearchSpace()
+    focus = _focus_space(space, cfg)  # bad focus options fail before any work
     net = OFASupernet(space).to(device).to(memory_format=torch.channels_last)
     opt = make_optimizer(net, cfg)
     start_epoch, start_step, log = 0, 0, []
@@ -191,7 +194,7 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, progress: bool =
             if epoch >= cfg.warmup_epochs and not cfg.arch:
                 soft = F.softmax(logits.detach(), dim=1)
                 rng = random.Random(seed)
-                for arch in [smallest] + [space.sample(rng) for _ in range(cfg.num_random)]:
+                for arch in [smallest] + _random_subnets(space, focus, cfg, rng):
                     kd = torch.sum(-soft * F.log_softmax(run(arch), dim=1), dim=1).mean()
                     kd.backward()
             if world > 1:
@@ -231,6 +234,28 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, progress: bool =
     if world > 1:
         _check_in_sync(net)
     return net
+
+
+def _focus_space(space: SearchSpace, cfg: TrainConfig) -> SearchSpace | None:
+    """The sub-space the ``num_focus`` random subnets come from (None when there are none)."""
+    if not 0 <= cfg.num_focus <= cfg.num_random:
+        raise ValueError(f"num_focus {cfg.num_focus} must be between 0 and num_random {cfg.num_random}")
+    if not cfg.num_focus:
+        return None
+    if not cfg.focus_resolutions.strip():
+        raise ValueError("num_focus > 0 needs focus_resolutions, e.g. '24,28'")
+    try:
+        resolutions = tuple(int(r) for r in cfg.focus_resolutions.split(","))
+    except ValueError:
+        raise ValueError(f"focus_resolutions {cfg.focus_resolutions!r}: comma-separated integers, e.g. '24,28'")
+    return space.restrict(resolutions=resolutions)
+
+
+def _random_subnets(space: SearchSpace, focus: SearchSpace | None, cfg: TrainConfig,
+                    rng: random.Random) -> list[Arch]:
+    """This step's random subnets: ``num_random - num_focus`` from the whole space, then the focus ones."""
+    out = [space.sample(rng) for _ in range(cfg.num_random - cfg.num_focus)]
+    return out + [focus.sample(rng) for _ in range(cfg.num_focus)] if focus else out
 
 
 def _check_in_sync(net: torch.nn.Module) -> None:

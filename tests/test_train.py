@@ -103,3 +103,41 @@ def test_two_process_data_parallel_run_with_gloo(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     state = _state(tmp_path)
     assert state["step"] == 3  # rank 0 saved after three synchronised steps (replicas checked in sync)
+
+
+def test_focus_subnets_come_from_the_focus_resolutions_and_leave_the_default_path_alone():
+    import random
+
+    from nas_lab.space import SearchSpace
+    from nas_lab.train import _focus_space, _random_subnets
+
+    space = SearchSpace()
+    plain = TrainConfig(num_random=4)
+    assert _focus_space(space, plain) is None
+    # num_focus 0 draws exactly what the sandwich always drew (old runs resume on the same path)
+    assert _random_subnets(space, None, plain, random.Random(7)) == [space.sample(r) for r in [random.Random(7)]
+                                                                    for _ in range(4)]
+    cfg = TrainConfig(num_random=4, num_focus=3, focus_resolutions="24,28")
+    focus = _focus_space(space, cfg)
+    seen = set()
+    for seed in range(200):
+        archs = _random_subnets(space, focus, cfg, random.Random(seed))
+        assert len(archs) == 4 and all(a.resolution in (24, 28) for a in archs[1:])
+        assert all(space.validate(a) == a for a in archs)
+        seen |= {a.resolution for a in archs[1:]}
+    assert seen == {24, 28}
+
+
+@pytest.mark.parametrize("bad, message", [(dict(num_focus=3, num_random=2), "between 0 and num_random"),
+                                          (dict(num_focus=1), "needs focus_resolutions"),
+                                          (dict(num_focus=1, focus_resolutions="24,32"), "not in the space"),
+                                          (dict(num_focus=1, focus_resolutions="24;28"), "comma-separated")])
+def test_bad_focus_options_are_clear_errors(tmp_path, bad, message):
+    with pytest.raises(ValueError, match=message):
+        train(TrainConfig(**{**TINY, **bad}), tmp_path, progress=False)
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_a_focused_run_trains(tmp_path):
+    train(TrainConfig(limit_steps=1, num_focus=1, focus_resolutions="28", **TINY), tmp_path, progress=False)
+    assert _state(tmp_path)["step"] == 1

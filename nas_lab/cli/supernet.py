@@ -38,7 +38,7 @@ def train_supernet(args: argparse.Namespace) -> int:
         train(cfg, args.out, resume=not args.no_resume)
         if dist.is_initialized():
             dist.barrier()  # every rank is done before any tears the group down (gloo can abort otherwise)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:
         return fail(str(err), 1)
     finally:
         if dist.is_initialized():
