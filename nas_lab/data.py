@@ -93,14 +93,19 @@ def resize(x: torch.Tensor, resolution: int) -> torch.Tensor:
 
 
 def batches(split: str, batch_size: int = 256, resolution: int = 28, shuffle: bool = False,
-            seed: int = 0, limit: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            seed: int = 0, limit: int | None = None, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield normalised (images, labels) batches of a split, optionally shuffled with a seed.
 
-    ``limit`` keeps only the first ``limit`` images (after the seeded shuffle), for quick checks.
+    ``start`` skips the first images (e.g. the minival images that recalibrated BatchNorm) and ``limit``
+    keeps only the first ``limit`` of the rest (after the seeded shuffle), for quick checks.
     """
     images, labels = load_split(split)
     n = len(labels)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(n)
+    if not 0 <= start < n:
+        raise ValueError(f"start {start}: the {split} split has {n} images")
+    order = torch.randperm(n - start, generator=torch.Generator().manual_seed(seed)) if shuffle \
+        else torch.arange(n - start)
+    order = order + start
     if limit is not None:
         order = order[:limit]
     for start in range(0, len(order), batch_size):

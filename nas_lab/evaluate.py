@@ -67,13 +67,14 @@ def extract(net: OFASupernet, arch: Arch, calib_images: int = CALIB_IMAGES) -> S
 
 @torch.inference_mode()
 def top1_accuracy(model: torch.nn.Module, split: str = "minival", resolution: int = 28,
-                  limit: int | None = None, batch_size: int = 1000) -> float:
-    """Top-1 accuracy (percent) of ``model`` on a split at ``resolution``."""
+                  limit: int | None = None, batch_size: int = 1000, start: int = 0) -> float:
+    """Top-1 accuracy (percent) of ``model`` on a split at ``resolution``, from image ``start`` on."""
     model.eval()
     correct = total = 0
-    n = len(data.load_split(split)[1])
+    n = len(data.load_split(split)[1]) - start
     n = n if limit is None else min(limit, n)
-    for x, y in progress_bar(data.batches(split, batch_size, resolution, limit=limit), total=-(-n // batch_size),
+    for x, y in progress_bar(data.batches(split, batch_size, resolution, limit=limit, start=start),
+                             total=-(-n // batch_size),
                              desc=f"accuracy on {split}", unit="batch", leave=False):
         correct += (model(x.contiguous(memory_format=torch.channels_last)).argmax(1) == y).sum().item()
         total += len(y)
@@ -82,13 +83,15 @@ def top1_accuracy(model: torch.nn.Module, split: str = "minival", resolution: in
 
 
 def evaluate_arch(arch: Arch | str, split: str = "test", net: OFASupernet | None = None,
-                  limit: int | None = None, calib_images: int = CALIB_IMAGES) -> float:
+                  limit: int | None = None, calib_images: int = CALIB_IMAGES, start: int = 0) -> float:
     """Accuracy (percent) of a subnet of the shipped supernet: extract, recalibrate, evaluate on ``split``.
 
     ``limit`` evaluates on the first images of the split only and ``calib_images`` recalibrates BN on fewer
     minival images: both trade precision for speed (the labs use them to stay within minutes on a laptop).
+    ``start`` skips the first images of the split (``start=calib_images`` on minival keeps the images that
+    measure accuracy apart from those that recalibrated BN).
     """
     net = net or load_supernet()
     if isinstance(arch, str):
         arch = net.space.parse(arch)
-    return top1_accuracy(extract(net, arch, calib_images), split, arch.resolution, limit)
+    return top1_accuracy(extract(net, arch, calib_images), split, arch.resolution, limit, start=start)

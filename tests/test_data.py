@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from nas_lab import data
@@ -49,6 +50,18 @@ def test_batches_seeded_shuffle() -> None:
     epoch1, epoch2 = [y for _, y in loader], [y for _, y in loader]
     assert sum(len(y) for y in epoch1) == 3000
     assert not torch.equal(torch.cat(epoch1), torch.cat(epoch2))  # a new order each epoch
+
+
+def test_batches_from_start_skip_the_first_images() -> None:
+    images, labels = data.load_split("minival")
+    got = list(data.batches("minival", 1000, start=2000))
+    assert [len(y) for _, y in got] == [1000, 1000, 1000]
+    assert torch.equal(torch.cat([y for _, y in got]), labels[2000:])
+    assert torch.equal(got[0][0], data.normalise(images[2000:3000], 28))
+    shuffled = torch.cat([y for _, y in data.batches("minival", 500, shuffle=True, seed=1, start=4000)])
+    assert sorted(shuffled.tolist()) == sorted(labels[4000:].tolist()) and not torch.equal(shuffled, labels[4000:])
+    with pytest.raises(ValueError, match="has 5000 images"):
+        next(data.batches("minival", start=5000))
 
 
 def test_normalise_and_resize_shapes() -> None:
