@@ -50,11 +50,26 @@ def predicted(bench: ScratchBench) -> np.ndarray:
     return np.asarray(MLPPredictor.shipped()(bench.archs), float)
 
 
-def table(estimates: dict[str, np.ndarray], truth: np.ndarray) -> None:
-    print(f"\n{'estimate':32s} {'Kendall tau':>11s} {'Spearman':>9s} {'top-10':>7s}")
+def cell_means(values: np.ndarray, cells: list[tuple[int, float]]) -> np.ndarray:
+    """Every arch's value replaced by the mean of its resolution x width cell."""
+    return np.array([values[[c == d for d in cells]].mean() for c in cells])
+
+
+def table(estimates: dict[str, np.ndarray], truth: np.ndarray, bench: ScratchBench) -> None:
+    """Kendall tau, Spearman, top-10 overlap; then how the tau splits: the order of the 12 cells' means
+    (Kendall tau over the cells) and the order inside the cells (mean tau inside a cell)."""
+    cells = [(a.resolution, a.width) for a in bench.archs]
+    first = sorted(set(cells))
+    truth_cells = np.array([truth[[c == d for d in cells]].mean() for c in first])
+    print(f"\n{'estimate':32s} {'Kendall tau':>11s} {'Spearman':>9s} {'top-10':>7s} {'tau of cell means':>18s} "
+          f"{'tau inside cells':>17s}")
     for name, est in estimates.items():
         r = ranking.rank_report(est, truth, k=10)
-        print(f"{name:32s} {r['kendall_tau']:11.3f} {r['spearman']:9.3f} {r['top10_overlap']:7.1f}")
+        est_cells = np.array([est[[c == d for d in cells]].mean() for c in first])
+        print(f"{name:32s} {r['kendall_tau']:11.3f} {r['spearman']:9.3f} {r['top10_overlap']:7.1f} "
+              f"{ranking.kendall_tau(est_cells, truth_cells):18.3f} {ranking.within_group_tau(est, truth, cells):17.3f}")
+    print(f"(ceiling of a cell-only estimate: the scratch cell means themselves give Kendall tau "
+          f"{ranking.kendall_tau(cell_means(truth, cells), truth):.3f})")
 
 
 def cell_gaps(bench: ScratchBench, est: np.ndarray, truth: np.ndarray, label: str) -> None:
@@ -88,7 +103,8 @@ def scatter(path: Path, truth: np.ndarray, est: np.ndarray, bench: ScratchBench,
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", type=Path, default=None, help="a training checkpoint instead of the shipped net")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="also score this training checkpoint, side by side with the shipped net")
     p.add_argument("--figure", type=Path, default=None, help="write the inherited-vs-scratch scatter here")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
@@ -100,11 +116,16 @@ def main() -> None:
     bench, source = ground_truth()  # the final CSV, or the finished rows of its shards
     truth = bench.test_accuracy
     print(f"bench: {source}; recipe {bench.recipe}; scratch test accuracy {truth.min():.2f}-{truth.max():.2f} %")
-    inh = inherited(bench, args.checkpoint)
-    estimates = {"inherited (supernet)": inh, "accuracy predictor": predicted(bench),
-                 "parameter count": bench.params.astype(float), "MACs": bench.macs}
-    table(estimates, truth)
-    cell_gaps(bench, inh, truth, "inherited")
+    inh = inherited(bench, None)
+    estimates = {"inherited (shipped supernet)": inh}
+    if args.checkpoint:
+        inh = estimates[f"inherited ({args.checkpoint})"] = inherited(bench, args.checkpoint)
+    estimates.update({"accuracy predictor": predicted(bench), "parameter count": bench.params.astype(float),
+                      "MACs": bench.macs})
+    table(estimates, truth, bench)
+    for name, est in estimates.items():
+        if name.startswith("inherited"):
+            cell_gaps(bench, est, truth, name)
     if args.figure:
         r = ranking.rank_report(inh, truth)
         scatter(args.figure, truth, inh, bench, f"{len(truth)} subnets: Kendall tau {r['kendall_tau']:.3f}, "
