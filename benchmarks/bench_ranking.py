@@ -79,6 +79,31 @@ def cell_gaps(bench: ScratchBench, est: np.ndarray, truth: np.ndarray, label: st
         print(f"  {cell:12s} {g['mean_gap']:6.2f} / {g['max_gap']:6.2f}  ({g['n']})")
 
 
+def full_recipe_gaps(bench: ScratchBench, inherited_by_name: dict[str, np.ndarray]) -> None:
+    """The fidelity subset trained with the full 12-epoch recipe: does the 5-epoch bench rank it the same way
+    (Kendall tau), and the gap full-recipe scratch - inherited per subnet (median and max) for each supernet."""
+    from nas_lab.scratch_bench import ground_truth
+
+    try:
+        full, source = ground_truth("full")
+    except FileNotFoundError as err:
+        print(f"\nfull recipe: {err}")
+        return
+    index = {str(a): i for i, a in enumerate(bench.archs)}
+    rows = [index[str(a)] for a in full.archs]
+    short = bench.test_accuracy[rows]
+    print(f"\nfull recipe ({source}; {full.recipe}): bench recipe vs full recipe over {len(rows)} subnets: "
+          f"Kendall tau {ranking.kendall_tau(short, full.test_accuracy):.3f}")
+    names = list(inherited_by_name)
+    print(f"{'subnet':72s} {'full':>6s} {'bench':>6s} " + " ".join(f"{'gap ' + str(k):>8s}" for k in range(len(names))))
+    gaps = {n: full.test_accuracy - inherited_by_name[n][rows] for n in names}
+    for j, a in enumerate(full.archs):
+        print(f"{str(a):72s} {full.test_accuracy[j]:6.2f} {short[j]:6.2f} "
+              + " ".join(f"{gaps[n][j]:+8.2f}" for n in names))
+    for k, n in enumerate(names):
+        print(f"gap {k} = full-recipe scratch - {n}: median {np.median(gaps[n]):+.2f}, max {gaps[n].max():+.2f}")
+
+
 def scatter(path: Path, truth: np.ndarray, est: np.ndarray, bench: ScratchBench, title: str) -> None:
     import matplotlib
 
@@ -126,6 +151,7 @@ def main() -> None:
     for name, est in estimates.items():
         if name.startswith("inherited"):
             cell_gaps(bench, est, truth, name)
+    full_recipe_gaps(bench, {n: e for n, e in estimates.items() if n.startswith("inherited")})
     if args.figure:
         r = ranking.rank_report(inh, truth)
         scatter(args.figure, truth, inh, bench, f"{len(truth)} subnets: Kendall tau {r['kendall_tau']:.3f}, "

@@ -237,20 +237,25 @@ def load_scratch_bench(recipe: str = "bench") -> ScratchBench:
     return artifacts.load(BENCH_NAME if recipe == "bench" else FULL_NAME)
 
 
-def ground_truth() -> tuple[ScratchBench, str]:
-    """The from-scratch benchmark and where it came from: ``data/scratch_bench.csv`` (sha256-checked against the
-    manifest: a corrupt or unrecorded file is an error naming its rebuild) when it exists, else the finished
-    rows of its shard files (while a local build runs; ``--merge-only`` turns them into the shipped CSV)."""
+def ground_truth(recipe: str = "bench") -> tuple[ScratchBench, str]:
+    """The from-scratch benchmark (or, ``recipe='full'``, its fidelity subset) and where it came from: the CSV in
+    ``data/`` (sha256-checked against the manifest: a corrupt or unrecorded file is an error naming its rebuild)
+    when it exists, else the finished rows of its shard files (while a local build runs; ``--merge-only`` turns
+    them into the shipped CSV)."""
     from nas_lab import artifacts
 
-    final = artifacts.data_dir() / BENCH_NAME
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; choose one of {sorted(RECIPES)}")
+    name = BENCH_NAME if recipe == "bench" else FULL_NAME
+    final = artifacts.data_dir() / name
     if final.exists():
-        bench = read_bench(artifacts.verified_path(BENCH_NAME))
-        return bench, f"{BENCH_NAME} ({len(bench)} rows)"
-    shards = sorted(final.parent.glob(f"{BENCH_NAME}.shard*of*"))
+        bench = read_bench(artifacts.verified_path(name))
+        return bench, f"{name} ({len(bench)} rows)"
+    shards = sorted(final.parent.glob(f"{name}.shard*of*"))
     rows = list(_done(final).values())          # the final CSV is absent: the shards' finished rows
     if not rows:
+        rebuild = artifacts.SCRATCH_BENCH_REBUILD if recipe == "bench" else artifacts.SCRATCH_BENCH_FULL_REBUILD
         raise FileNotFoundError(f"{final} does not exist and no shard holds a finished row yet; build it with: "
-                                f"{artifacts.SCRATCH_BENCH_REBUILD}")
+                                f"{rebuild}")
     bench = _bench(rows, f"the shards of {final}")
     return bench, f"finished rows of {len(shards)} shard files ({len(bench)} rows; the final CSV is not there yet)"

@@ -244,6 +244,12 @@ def test_bench_ground_truth_reads_finished_shard_rows_and_checks_the_final_csv(t
         shard.write_text(BENCH_HEADER)
     with pytest.raises(FileNotFoundError, match="build-scratch-bench"):
         ground_truth()
+    with pytest.raises(FileNotFoundError, match="scratch_bench_full.csv does not exist.*--recipe full"):
+        ground_truth("full")                     # the fidelity subset has its own file and shards
+    (tmp_path / "scratch_bench_full.csv.shard0of6").write_text(BENCH_HEADER + bench_row(SMALL, 86.0))
+    assert ground_truth("full")[0].test_accuracy.tolist() == [86.0]
+    with pytest.raises(ValueError, match="unknown recipe 'ful'"):
+        ground_truth("ful")
 
 
 def test_cli_proxy(tmp_path, monkeypatch, capsys) -> None:
