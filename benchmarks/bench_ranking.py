@@ -33,8 +33,9 @@ def inherited(bench: ScratchBench, checkpoint: Path | None) -> np.ndarray:
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
     cache_path = Path("runs") / f"ranking_cache_{digest}.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
-    net = evaluate.load_checkpoint(checkpoint) if checkpoint else evaluate.load_supernet()
     t0, todo = time.time(), [a for a in bench.archs if str(a) not in cache]
+    if todo:
+        net = load_weights_file(checkpoint) if checkpoint else evaluate.load_supernet()
     for arch in todo:
         cache[str(arch)] = evaluate.evaluate_arch(arch, "test", net=net)
         cache_path.parent.mkdir(exist_ok=True)
@@ -42,6 +43,19 @@ def inherited(bench: ScratchBench, checkpoint: Path | None) -> np.ndarray:
     if todo:
         print(f"(evaluated {len(todo)} subnets in {time.time() - t0:.0f} s)")
     return np.array([cache[str(a)] for a in bench.archs])
+
+
+def load_weights_file(path: Path):  # noqa: ANN201
+    """A supernet from a training checkpoint (.pt) or exported weights (.safetensors, e.g. an earlier release
+    of data/supernet.safetensors: ``git show REV:data/supernet.safetensors > old.safetensors``)."""
+    from nas_lab import evaluate
+    from nas_lab.supernet import OFASupernet, load_weights
+
+    if path.suffix == ".safetensors":
+        net = OFASupernet.from_config(json.loads((data_dir() / evaluate.CONFIG).read_text()))
+        load_weights(net, path)
+        return net.eval()
+    return evaluate.load_checkpoint(path)
 
 
 def predicted(bench: ScratchBench) -> np.ndarray:
@@ -128,8 +142,9 @@ def scatter(path: Path, truth: np.ndarray, est: np.ndarray, bench: ScratchBench,
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", type=Path, default=None,
-                   help="also score this training checkpoint, side by side with the shipped net")
+    p.add_argument("--checkpoint", type=Path, action="append", default=[],
+                   help="also score these weights (a training checkpoint .pt or exported .safetensors; repeatable), "
+                        "side by side with the shipped net")
     p.add_argument("--figure", type=Path, default=None, help="write the inherited-vs-scratch scatter here")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
@@ -143,8 +158,8 @@ def main() -> None:
     print(f"bench: {source}; recipe {bench.recipe}; scratch test accuracy {truth.min():.2f}-{truth.max():.2f} %")
     inh = inherited(bench, None)
     estimates = {"inherited (shipped supernet)": inh}
-    if args.checkpoint:
-        inh = estimates[f"inherited ({args.checkpoint})"] = inherited(bench, args.checkpoint)
+    for weights in args.checkpoint:
+        estimates[f"inherited ({weights.name})"] = inherited(bench, weights)
     estimates.update({"accuracy predictor": predicted(bench), "parameter count": bench.params.astype(float),
                       "MACs": bench.macs})
     table(estimates, truth, bench)

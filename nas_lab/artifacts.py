@@ -25,12 +25,17 @@ from typing import Any
 MANIFEST_NAME = "manifest.json"
 
 # ---- rebuild commands (the manifest's ``rebuild`` strings; the CLI records these) ----------------------------
-# Two runs: 12 sandwich epochs, then a warm restart from those weights with more random subnets per step.
+# Three runs: 12 sandwich epochs, then a warm restart from those weights with more random subnets per step, then
+# another with half of those random subnets at resolutions 24-28 (where inherited accuracy trailed training alone).
 SUPERNET_REBUILD = ("nas-lab train-supernet --epochs 12 --warmup-epochs 1 --threads 2 --out runs/supernet && "
                     "nas-lab export-supernet runs/supernet/checkpoint.pt && "
                     "nas-lab train-supernet --init-from data/supernet.safetensors --epochs 6 --warmup-epochs 0 "
                     "--lr 0.04 --num-random 4 --seed 1 --threads 2 --out runs/supernet_phase2 && "
-                    "nas-lab export-supernet runs/supernet_phase2/checkpoint.pt")
+                    "nas-lab export-supernet runs/supernet_phase2/checkpoint.pt && "
+                    "nas-lab train-supernet --init-from data/supernet.safetensors --epochs 8 --warmup-epochs 0 "
+                    "--lr 0.03 --num-random 4 --num-focus 2 --focus-resolutions 24,28 --seed 2 --threads 1 "
+                    "--out runs/supernet_phase3 && "
+                    "nas-lab export-supernet runs/supernet_phase3/checkpoint.pt")
 DATASET_REBUILD = "nas-lab build-accuracy-dataset --n 2000 --seed 0"
 PREDICTOR_REBUILD = "nas-lab train-predictor"
 LATENCY_REBUILD = "nas-lab measure-latency"

@@ -1,8 +1,8 @@
 """The accuracy data set: (arch, minival accuracy, MACs, params, peak memory) of random subnets.
 
 Archs are sampled with a seed, balanced over every (resolution, width) pair so each gets the same number
-of rows; each is extracted from the supernet, BN-recalibrated on minival at its own resolution and
-evaluated on the 5k minival split. Rows are appended to a CSV as they are measured, so an interrupted
+of rows; each is extracted from the supernet, BN-recalibrated on the first 2,000 minival images at its own
+resolution and evaluated on the other 3,000 (images 2,000-4,999: never the ones that set its statistics). Rows are appended to a CSV as they are measured, so an interrupted
 build resumes where it stopped (same seed, same archs, same order).
 """
 
@@ -93,7 +93,7 @@ def build(out_csv: Path, n: int = 2000, seed: int = 0, progress: bool = True,
     ``shard=(i, k)`` measures only every k-th planned arch starting at i into ``shard_path(out_csv, i, k)``:
     run k processes (one per core), then once without ``shard`` to merge their rows in plan order.
     """
-    from nas_lab.evaluate import extract, load_supernet, top1_accuracy
+    from nas_lab.evaluate import CALIB_IMAGES, extract, load_supernet, top1_accuracy
 
     net = load_supernet()
     plan = planned_archs(net.space, n, seed)
@@ -118,7 +118,7 @@ def build(out_csv: Path, n: int = 2000, seed: int = 0, progress: bool = True,
         for arch in progress_bar(plan[len(done):], initial=len(done), total=len(plan), enabled=progress,
                                  mininterval=10, desc="accuracy data set", unit="subnet"):
             sub = extract(net, arch)
-            acc = top1_accuracy(sub, "minival", arch.resolution)
+            acc = top1_accuracy(sub, "minival", arch.resolution, start=CALIB_IMAGES)  # images BN did not see
             costs = measure_costs(sub, arch.resolution, net.space.in_channels)
             writer.writerow([str(arch), arch.resolution, arch.width, f"{acc:.2f}", f"{costs['macs']:.4f}",
                              costs["params"], f"{costs['peak_memory_kb']:.4f}"])

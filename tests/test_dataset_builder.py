@@ -27,7 +27,9 @@ def test_build_writes_measured_rows_and_resumes(tmp_path, monkeypatch):
     import nas_lab.evaluate as evaluate
 
     real_accuracy = evaluate.top1_accuracy
-    monkeypatch.setattr(evaluate, "top1_accuracy", lambda m, split, res, limit=None: real_accuracy(m, split, res, 200))
+    starts = []
+    monkeypatch.setattr(evaluate, "top1_accuracy", lambda m, split, res, limit=None, start=0:
+                        starts.append(start) or real_accuracy(m, split, res, 200, start=start))
     out = tmp_path / "acc.csv"
     build(out, n=2, seed=3, progress=False)
     build(out, n=3, seed=3, progress=False)  # resumes: keeps the two rows, adds the third
@@ -42,6 +44,7 @@ def test_build_writes_measured_rows_and_resumes(tmp_path, monkeypatch):
         assert int(row["params"]) == c.params
         assert float(row["peak_memory_kb"]) == pytest.approx(c.peak_memory_kb, abs=1e-4)
         assert 0 <= float(row["accuracy"]) <= 100
+    assert starts == [evaluate.CALIB_IMAGES] * 3  # accuracy on minival images apart from the BN recalibration's
     with pytest.raises(RuntimeError, match="another plan"):
         build(out, n=3, seed=4, progress=False)
 
@@ -51,7 +54,7 @@ def test_shards_merge_into_the_plan_order(tmp_path, monkeypatch):
     import nas_lab.evaluate as evaluate
     from nas_lab.dataset_builder import shard_path
 
-    monkeypatch.setattr(evaluate, "top1_accuracy", lambda m, split, res, limit=None: 50.0)  # costs only, fast
+    monkeypatch.setattr(evaluate, "top1_accuracy", lambda m, split, res, limit=None, start=0: 50.0)  # costs only, fast
     out = tmp_path / "acc.csv"
     build(out, n=5, seed=2, progress=False, shard=(0, 2))  # plan rows 0, 2, 4
     build(out, n=3, seed=2, progress=False, shard=(1, 2))  # plan row 1 only: row 3 stays missing

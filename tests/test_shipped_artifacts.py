@@ -64,10 +64,14 @@ def test_dataset_costs_equal_the_analytic_formulas(dataset):
 
 
 def test_one_dataset_row_is_reproduced_by_extracting_the_subnet_again(dataset):
-    from nas_lab.evaluate import evaluate_arch
+    from nas_lab.evaluate import CALIB_IMAGES, evaluate_arch
 
-    i = 7  # any row: extraction, recalibration (2,000 minival images) and the 5k minival pass are deterministic
-    assert evaluate_arch(dataset.archs[i], "minival") == pytest.approx(dataset.accuracy[i], abs=0.021)
+    i = 7  # any row: extraction, recalibration (minival 0-1,999) and the pass over minival 2,000-4,999 are deterministic
+    got = evaluate_arch(dataset.archs[i], "minival", start=CALIB_IMAGES)
+    assert got == pytest.approx(dataset.accuracy[i], abs=0.021)
+    # every accuracy is a multiple of 1/30 % (3,000 images; 2 decimals): measured on the images BN did not see
+    # (on all 5,000 minival images only multiples of 0.02 % come out, and 4 in 5 of those are no such multiple)
+    assert np.all(np.abs(dataset.accuracy * 30 - np.round(dataset.accuracy * 30)) < 0.16)
 
 
 def test_shipped_predictor_reports_its_true_held_out_metrics(dataset):
