@@ -49,13 +49,8 @@ def load_weights_file(path: Path):  # noqa: ANN201
     """A supernet from a training checkpoint (.pt) or exported weights (.safetensors, e.g. an earlier release
     of data/supernet.safetensors: ``git show REV:data/supernet.safetensors > old.safetensors``)."""
     from nas_lab import evaluate
-    from nas_lab.supernet import OFASupernet, load_weights
 
-    if path.suffix == ".safetensors":
-        net = OFASupernet.from_config(json.loads((data_dir() / evaluate.CONFIG).read_text()))
-        load_weights(net, path)
-        return net.eval()
-    return evaluate.load_checkpoint(path)
+    return evaluate.read_supernet(path) if path.suffix == ".safetensors" else evaluate.load_checkpoint(path)
 
 
 def predicted(bench: ScratchBench) -> np.ndarray:
@@ -64,9 +59,10 @@ def predicted(bench: ScratchBench) -> np.ndarray:
     return np.asarray(MLPPredictor.shipped()(bench.archs), float)
 
 
-def cell_means(values: np.ndarray, cells: list[tuple[int, float]]) -> np.ndarray:
-    """Every arch's value replaced by the mean of its resolution x width cell."""
-    return np.array([values[[c == d for d in cells]].mean() for c in cells])
+def cell_means(values: np.ndarray, cells: list[tuple[int, float]], of: list[tuple[int, float]]) -> np.ndarray:
+    """The mean of ``values`` over each cell of ``of`` (``cells`` gives every arch's resolution x width cell)."""
+    cells_array = np.array(cells)
+    return np.array([values[(cells_array == c).all(axis=1)].mean() for c in of])
 
 
 def table(estimates: dict[str, np.ndarray], truth: np.ndarray, bench: ScratchBench) -> None:
@@ -74,16 +70,17 @@ def table(estimates: dict[str, np.ndarray], truth: np.ndarray, bench: ScratchBen
     (Kendall tau over the cells) and the order inside the cells (mean tau inside a cell)."""
     cells = [(a.resolution, a.width) for a in bench.archs]
     first = sorted(set(cells))
-    truth_cells = np.array([truth[[c == d for d in cells]].mean() for c in first])
+    truth_cells = cell_means(truth, cells, first)
     print(f"\n{'estimate':32s} {'Kendall tau':>11s} {'Spearman':>9s} {'top-10':>7s} {'tau of cell means':>18s} "
           f"{'tau inside cells':>17s}")
     for name, est in estimates.items():
         r = ranking.rank_report(est, truth, k=10)
-        est_cells = np.array([est[[c == d for d in cells]].mean() for c in first])
+        est_cells = cell_means(est, cells, first)
+        inside = ranking.within_group_tau(est, truth, cells)
         print(f"{name:32s} {r['kendall_tau']:11.3f} {r['spearman']:9.3f} {r['top10_overlap']:7.1f} "
-              f"{ranking.kendall_tau(est_cells, truth_cells):18.3f} {ranking.within_group_tau(est, truth, cells):17.3f}")
+              f"{ranking.kendall_tau(est_cells, truth_cells):18.3f} {inside:17.3f}")
     print(f"(ceiling of a cell-only estimate: the scratch cell means themselves give Kendall tau "
-          f"{ranking.kendall_tau(cell_means(truth, cells), truth):.3f})")
+          f"{ranking.kendall_tau(cell_means(truth, cells, cells), truth):.3f})")
 
 
 def cell_gaps(bench: ScratchBench, est: np.ndarray, truth: np.ndarray, label: str) -> None:

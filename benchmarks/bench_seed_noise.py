@@ -1,26 +1,26 @@
 """How much of the scratch bench's order inside a resolution x width cell is the training seed?
 
-    .venv/bin/python benchmarks/bench_seed_noise.py --shard 0/2 & .venv/bin/python benchmarks/bench_seed_noise.py --shard 1/2
+    .venv/bin/python benchmarks/bench_seed_noise.py --shard 0/2 &
+    .venv/bin/python benchmarks/bench_seed_noise.py --shard 1/2
     .venv/bin/python benchmarks/bench_seed_noise.py --report
 
 Retrains the bench subnets of some cells (default: the four width-0.5 cells, the cheapest to train) with the bench
 recipe and another seed (initialisation and data order), then compares the two seeds: Kendall tau inside each cell
 and over all the retrained subnets, and the spread of the difference. The inside-a-cell tau between two seeds of
-the *same* recipe is the most any estimate can reach against the one-seed bench there. Resumable: every finished
-subnet is a line in ``runs/scratch_bench/seed<S>_rows.shard<I>of<K>.jsonl``; an unfinished one resumes from its
-per-epoch checkpoint.
+the *same* recipe is the most any estimate can reach against the one-seed bench there. Training is the bench
+builder's own (``scratch_bench.build``): resumable per subnet (rows in ``runs/scratch_bench/seed<S>.csv`` and its
+shard files) and per epoch (checkpoints under ``runs/scratch_bench/seed<S>/``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
 from nas_lab import ranking
-from nas_lab.scratch_bench import RECIPES, load_scratch_bench, train_one
+from nas_lab.scratch_bench import RECIPES, build, load_scratch_bench, read_bench
 
 RUNS = Path("runs/scratch_bench")
 
@@ -29,29 +29,18 @@ def cells_of(text: str) -> list[tuple[int, float]]:
     return [(int(r), float(w)) for r, w in (c.split(":") for c in text.split(","))]
 
 
-def rows_path(seed: int, index: int, count: int) -> Path:
-    return RUNS / f"seed{seed}_rows.shard{index}of{count}.jsonl"
-
-
-def done_rows(seed: int) -> dict[str, dict]:
-    rows: dict[str, dict] = {}
-    for path in sorted(RUNS.glob(f"seed{seed}_rows.shard*of*.jsonl")):
-        for line in path.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                rows[row["arch"]] = row
-    return rows
-
-
-def report(bench, archs, seed: int) -> None:
-    rows = done_rows(seed)
+def report(bench, archs, seed: int) -> None:  # noqa: ANN001
+    out = RUNS / f"seed{seed}.csv"
+    build(out, RECIPES["bench"], archs, seed, runs=RUNS / f"seed{seed}", progress=False, merge_only=True)
+    retrained = read_bench(out) if len(out.read_text().splitlines()) > 1 else None   # header only: none yet
+    rows = dict(zip(map(str, retrained.archs), retrained.test_accuracy)) if retrained else {}
     index = {str(a): i for i, a in enumerate(bench.archs)}
     got = [a for a in archs if str(a) in rows]
     if len(got) < 2:
         print(f"only {len(got)} of {len(archs)} subnets retrained so far")
         return
     first = np.array([bench.test_accuracy[index[str(a)]] for a in got])
-    second = np.array([float(rows[str(a)]["test_accuracy"]) for a in got])
+    second = np.array([rows[str(a)] for a in got])
     cells = [(a.resolution, a.width) for a in got]
     diff = second - first
     print(f"{len(got)} of {len(archs)} subnets retrained with seed {seed} (bench recipe {bench.recipe})")
@@ -81,16 +70,8 @@ def main() -> None:
         report(bench, archs, args.seed)
         return
     index, count = (int(x) for x in args.shard.split("/"))
-    recipe = RECIPES["bench"]
-    out = rows_path(args.seed, index, count)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for arch in archs[index::count]:
-        if str(arch) in done_rows(args.seed):
-            continue
-        row = train_one(arch, recipe, args.seed, RUNS / f"bench_seed{args.seed}" / str(arch), threads=args.threads)
-        with open(out, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        print(f"{arch}: test {row['test_accuracy']} %", flush=True)
+    build(RUNS / f"seed{args.seed}.csv", RECIPES["bench"], archs, args.seed, runs=RUNS / f"seed{args.seed}",
+          shard=(index, count), threads=args.threads)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 Archs are sampled with a seed, balanced over every (resolution, width) pair so each gets the same number
 of rows; each is extracted from the supernet, BN-recalibrated on the first 2,000 minival images at its own
-resolution and evaluated on the other 3,000 (images 2,000-4,999: never the ones that set its statistics). Rows are appended to a CSV as they are measured, so an interrupted
-build resumes where it stopped (same seed, same archs, same order).
+resolution and evaluated on the other 3,000 (images 2,000-4,999: never the ones that set its statistics).
+Rows are appended to a CSV as they are measured, so an interrupted build resumes where it stopped (same seed,
+same archs, same order).
 """
 
 from __future__ import annotations

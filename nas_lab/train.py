@@ -247,7 +247,8 @@ def _focus_space(space: SearchSpace, cfg: TrainConfig) -> SearchSpace | None:
     try:
         resolutions = tuple(int(r) for r in cfg.focus_resolutions.split(","))
     except ValueError:
-        raise ValueError(f"focus_resolutions {cfg.focus_resolutions!r}: comma-separated integers, e.g. '24,28'")
+        raise ValueError(f"focus_resolutions {cfg.focus_resolutions!r}: comma-separated integers, "
+                         "e.g. '24,28'") from None
     return space.restrict(resolutions=resolutions)
 
 

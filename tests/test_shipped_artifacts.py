@@ -66,7 +66,7 @@ def test_dataset_costs_equal_the_analytic_formulas(dataset):
 def test_one_dataset_row_is_reproduced_by_extracting_the_subnet_again(dataset):
     from nas_lab.evaluate import CALIB_IMAGES, evaluate_arch
 
-    i = 7  # any row: extraction, recalibration (minival 0-1,999) and the pass over minival 2,000-4,999 are deterministic
+    i = 7  # any row: extraction, recalibration (minival 0-1,999), the pass over minival 2,000-4,999: deterministic
     got = evaluate_arch(dataset.archs[i], "minival", start=CALIB_IMAGES)
     assert got == pytest.approx(dataset.accuracy[i], abs=0.021)
     # every accuracy is a multiple of 1/30 % (3,000 images; 2 decimals): measured on the images BN did not see
