@@ -44,6 +44,9 @@ class TrainConfig:
     num_random: int = 2             # random subnets per step besides largest and smallest
     num_focus: int = 0              # of those, how many are drawn at the focus resolutions only
     focus_resolutions: str = ""     # e.g. "24,28": where inherited accuracy trails training alone most
+    focus_widths: str = ""          # e.g. "0.5": the focus subnets' widths (empty: any)
+    focus_depths: str = ""          # e.g. "2,3": the focus subnets' stage depths (empty: any)
+    smallest_weight: float = 1.0    # weight of the smallest subnet's distillation loss (0: not trained)
     seed: int = 0
     threads: int = 0                # 0 = leave torch's default
     checkpoint_minutes: float = 5.0
@@ -194,9 +197,10 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, progress: bool =
             if epoch >= cfg.warmup_epochs and not cfg.arch:
                 soft = F.softmax(logits.detach(), dim=1)
                 rng = random.Random(seed)
-                for arch in [smallest] + _random_subnets(space, focus, cfg, rng):
+                weighted = [(smallest, cfg.smallest_weight)] if cfg.smallest_weight else []
+                for arch, weight in weighted + [(a, 1.0) for a in _random_subnets(space, focus, cfg, rng)]:
                     kd = torch.sum(-soft * F.log_softmax(run(arch), dim=1), dim=1).mean()
-                    kd.backward()
+                    (kd * weight if weight != 1.0 else kd).backward()
             if world > 1:
                 for p in net.parameters():
                     if p.grad is None:
@@ -242,14 +246,20 @@ def _focus_space(space: SearchSpace, cfg: TrainConfig) -> SearchSpace | None:
         raise ValueError(f"num_focus {cfg.num_focus} must be between 0 and num_random {cfg.num_random}")
     if not cfg.num_focus:
         return None
-    if not cfg.focus_resolutions.strip():
-        raise ValueError("num_focus > 0 needs focus_resolutions, e.g. '24,28'")
-    try:
-        resolutions = tuple(int(r) for r in cfg.focus_resolutions.split(","))
-    except ValueError:
-        raise ValueError(f"focus_resolutions {cfg.focus_resolutions!r}: comma-separated integers, "
-                         "e.g. '24,28'") from None
-    return space.restrict(resolutions=resolutions)
+    fields = {"resolutions": (cfg.focus_resolutions, int), "widths": (cfg.focus_widths, float),
+              "depths": (cfg.focus_depths, int)}
+    choices = {}
+    for name, (text, kind) in fields.items():
+        if not text.strip():
+            continue
+        try:
+            choices[name] = tuple(kind(v) for v in text.split(","))
+        except ValueError:
+            raise ValueError(f"focus_{name} {text!r}: comma-separated numbers, e.g. "
+                             f"{'24,28' if kind is int else '0.5,0.75'}") from None
+    if not choices:
+        raise ValueError("num_focus > 0 needs focus_resolutions, focus_widths or focus_depths, e.g. '24,28'")
+    return space.restrict(**choices)
 
 
 def _random_subnets(space: SearchSpace, focus: SearchSpace | None, cfg: TrainConfig,

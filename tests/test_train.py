@@ -128,10 +128,31 @@ def test_focus_subnets_come_from_the_focus_resolutions_and_leave_the_default_pat
     assert seen == {24, 28}
 
 
+def test_focus_on_widths_and_depths_draws_only_those():
+    import random
+
+    from nas_lab.space import SearchSpace
+    from nas_lab.train import _focus_space, _random_subnets
+
+    space = SearchSpace()
+    cfg = TrainConfig(num_random=3, num_focus=2, focus_widths="0.5", focus_depths="2,3")
+    focus = _focus_space(space, cfg)
+    depths = set()
+    for seed in range(100):
+        first, *focused = _random_subnets(space, focus, cfg, random.Random(seed))
+        assert space.validate(first) == first
+        for a in focused:
+            assert a.width == 0.5 and set(a.depths) <= {2, 3} and space.validate(a) == a
+            depths |= set(a.depths)
+    assert depths == {2, 3}
+
+
 @pytest.mark.parametrize("bad, message", [(dict(num_focus=3, num_random=2), "between 0 and num_random"),
                                           (dict(num_focus=1), "needs focus_resolutions"),
                                           (dict(num_focus=1, focus_resolutions="24,32"), "not in the space"),
-                                          (dict(num_focus=1, focus_resolutions="24;28"), "comma-separated")])
+                                          (dict(num_focus=1, focus_resolutions="24;28"), "comma-separated"),
+                                          (dict(num_focus=1, focus_widths="0.6"), "not in the space"),
+                                          (dict(num_focus=1, focus_depths="two"), "comma-separated")])
 def test_bad_focus_options_are_clear_errors(tmp_path, bad, message):
     with pytest.raises(ValueError, match=message):
         train(TrainConfig(**{**TINY, **bad}), tmp_path, progress=False)
@@ -141,3 +162,16 @@ def test_bad_focus_options_are_clear_errors(tmp_path, bad, message):
 def test_a_focused_run_trains(tmp_path):
     train(TrainConfig(limit_steps=1, num_focus=1, focus_resolutions="28", **TINY), tmp_path, progress=False)
     assert _state(tmp_path)["step"] == 1
+
+
+def test_smallest_weight_zero_trains_the_largest_subnet_alone(tmp_path):
+    """Weight 0 skips the smallest subnet: with no random subnets, the step is exactly training the largest
+    subnet alone (the --arch baseline path); weight 1 is not."""
+    def weights(out: str, **cfg) -> dict:
+        net = train(TrainConfig(**{**TINY, "limit_steps": 2, "num_random": 0, **cfg}), tmp_path / out, progress=False)
+        return {k: v.cpu() for k, v in net.state_dict().items()}
+
+    alone = weights("alone", arch="largest")
+    skipped, default = weights("skipped", smallest_weight=0.0), weights("default")
+    assert all(torch.equal(alone[k], skipped[k]) for k in alone)
+    assert not all(torch.equal(alone[k], default[k]) for k in alone)
