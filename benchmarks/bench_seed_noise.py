@@ -53,6 +53,38 @@ def report(bench, archs, seed: int) -> None:  # noqa: ANN001
             print(f"  r{cell[0]} w{cell[1]}: n {m.sum()}, tau {ranking.kendall_tau(first[m], second[m]):+.3f}, "
                   f"sd of seed {bench.seed} {first[m].std():.2f}, sd of the seed difference {diff[m].std(ddof=1):.2f}")
     print(f"mean tau inside cells between the two seeds: {ranking.within_group_tau(first, second, cells):.3f}")
+    noise_ceiling(bench, float(diff.std(ddof=1) / np.sqrt(2)))
+
+
+def noise_ceiling(bench, sigma: float, draws: int = 2000) -> None:  # noqa: ANN001
+    """What a perfect estimate (each subnet's accuracy averaged over training seeds) can expect to score against
+    the one-seed bench, if one run's seed moves a subnet by ``sigma`` (normal): simulated over the whole bench.
+
+    The bench's own values hold that noise too, so the simulated true means are the bench's values with the
+    deviations from each cell's mean shrunk by sqrt(1 - sigma^2 / V), V the variance inside cells pooled over
+    the cells (the cell means kept); the bench's values unshrunk as the truth give an upper bound beside it."""
+    x = bench.test_accuracy
+    cells = [(a.resolution, a.width) for a in bench.archs]
+    masks = [np.array([c == cell for c in cells]) for cell in sorted(set(cells))]
+    pooled = sum(((x[m] - x[m].mean()) ** 2).sum() for m in masks) / (len(x) - len(masks))
+    k = np.sqrt(max(0.0, 1 - sigma ** 2 / pooled))
+    shrunk = x.copy()
+    for m in masks:
+        shrunk[m] = x[m].mean() + k * (x[m] - x[m].mean())
+    print(f"\nvariance inside cells pooled over the {len(masks)} cells: {pooled:.3f} (sd {np.sqrt(pooled):.2f}), "
+          f"of which one run's seed noise is {sigma ** 2:.3f}: deviations shrunk by {k:.2f}")
+    rng = np.random.default_rng(0)
+    print(f"\nnoise ceiling over the whole bench ({len(x)} subnets), one run's seed sd {sigma:.2f} points, "
+          f"{draws} draws: Kendall tau (inside cells) a perfect estimate can expect against one seed")
+    for name, truth in (("true means = bench shrunk inside cells", shrunk),
+                        ("true means = bench as is (upper bound)", x)):
+        taus, inside = [], []
+        for _ in range(draws):
+            one_seed = truth + rng.normal(0.0, sigma, len(truth))
+            taus.append(ranking.kendall_tau(truth, one_seed))
+            inside.append(ranking.within_group_tau(truth, one_seed, cells))
+        print(f"  {name:40s} tau {np.mean(taus):.3f} (5-95 %: {np.percentile(taus, 5):.3f}-"
+              f"{np.percentile(taus, 95):.3f}), inside cells {np.mean(inside):.3f}")
 
 
 def main() -> None:
