@@ -35,7 +35,11 @@ SUPERNET_REBUILD = ("nas-lab train-supernet --epochs 12 --warmup-epochs 1 --thre
                     "nas-lab train-supernet --init-from data/supernet.safetensors --epochs 8 --warmup-epochs 0 "
                     "--lr 0.03 --num-random 4 --num-focus 2 --focus-resolutions 24,28 --seed 2 --threads 1 "
                     "--out runs/supernet_phase3 && "
-                    "nas-lab export-supernet runs/supernet_phase3/checkpoint.pt")
+                    "nas-lab export-supernet runs/supernet_phase3/checkpoint.pt && "
+                    "nas-lab train-supernet --init-from data/supernet.safetensors --epochs 5 --warmup-epochs 0 "
+                    "--lr 0.03 --num-random 4 --num-focus 2 --focus-resolutions 24,28 --smallest-weight 0 --seed 3 "
+                    "--threads 1 --out runs/supernet_phase4 && "
+                    "nas-lab export-supernet runs/supernet_phase4/checkpoint.pt")
 DATASET_REBUILD = "nas-lab build-accuracy-dataset --n 2000 --seed 0"
 PREDICTOR_REBUILD = "nas-lab train-predictor"
 LATENCY_REBUILD = "nas-lab measure-latency"
