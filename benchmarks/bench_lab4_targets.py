@@ -13,9 +13,11 @@ parent selection that is random or picks the lowest scores):
 
 - **Q3b** (``--q3b``): held-out RMSE and Kendall tau of the solution's MLP (the notebook's training loop) and
   of ridge regression, plain least squares and the same MLP without its ReLUs, per seed (split, init and
-  shuffle seed); the bars ``Q3B_RMSE`` / ``Q3B_TAU`` must fail every linear model and pass the MLP with margin.
-  Also the hidden test's synthetic target made of interactions: the held-out error / variance of least squares
-  and of the small MLP the test trains (bar ``Q3B_SYNTHETIC``).
+  shuffle seed); the bars ``Q3B_RMSE`` / ``Q3B_TAU`` must pass the MLP with margin at every seed and fail the
+  MLP without ReLUs at the graded seed 0. On the data set of the four-run supernet (session 7) ridge and least
+  squares come within about 0.01 of the MLP, so no bar on the real data can tell them apart: the hidden test's
+  synthetic target made of interactions does (held-out error / variance of least squares and of the small MLP
+  the test trains, bar ``Q3B_SYNTHETIC``).
 - **Q7**: best *predicted* accuracy under ``Q7_CONSTRAINTS`` for the weak and the solution's tuned knobs
   (bar ``Q7_BAR``; visible seeds 0 and 1, hidden seeds 5 and 8).
 - **Crossover check** (Q8's hidden tests): mutation switched off (``CROSSOVER_ONLY``), so only crossover makes
@@ -69,12 +71,12 @@ OTHER_KNOBS = {  # other good settings a student may choose (--other-knobs): the
     "p100 greedy": dict(population=100, generations=19, parent_ratio=0.1, mutation_ratio=0.5, mutate_prob=0.05),
 }
 # The bars the notebook uses (set from this file's output; see the docstring).
-Q3B_RMSE, Q3B_TAU, Q3B_SYNTHETIC = 0.37, 0.80, 0.2   # held-out RMSE <=, Kendall tau >=; synthetic error / variance <
-Q7_BAR = 91.2                                  # best predicted accuracy, Q7_CONSTRAINTS
+Q3B_RMSE, Q3B_TAU, Q3B_SYNTHETIC = 0.38, 0.80, 0.2   # held-out RMSE <=, Kendall tau >=; synthetic error / variance <
+Q7_BAR = 91.5                                  # best predicted accuracy, Q7_CONSTRAINTS
 Q7_SEEDS, Q8_SEED = (0, 1, 5, 8), 3            # Q7: visible 0 and 1, hidden 5 and 8; Q8: visible 0 (display), hidden 3
 CROSS_GAIN = 0.1                               # crossover check: gain over the initial population's best
-Q8_PREDICTED = {"Q8a": 90.6, "Q8b": 91.2}      # the hidden run's best predicted accuracy
-Q8_TEST = {"Q8a": 88.8, "Q8b": 89.5}           # the pick's test accuracy
+Q8_PREDICTED = {"Q8a": 90.6, "Q8b": 91.5}      # the hidden run's best predicted accuracy
+Q8_TEST = {"Q8a": 89.0, "Q8b": 89.7}           # the pick's test accuracy
 
 
 # ---- the solution's operators, and broken ones a student might hand in ---------------------------------

@@ -181,11 +181,15 @@ def lab4_operator_cases() -> list[Case]:
     """Broken search operators and predictor on Lab 4 (31 autograded points): the search questions run the
     student's own crossover and parent selection in the engine, so a broken operator misses the Q7/Q8 targets
     as well as its own question; a predictor without non-linearity misses the held-out error bar (Q3b) only.
-    Graded in the same batch as Lab 4's honest and delegating submissions (tests/test_grading.py)."""
+    A crossover that copies a parent still passes Q7 (tuning the knobs, mutation on: on this predictor mutation
+    alone reaches the target at every graded seed, benchmarks/bench_lab4_targets.py) and is caught by Q8's
+    crossover-only checks. Graded in the same batch as Lab 4's honest and delegating submissions
+    (tests/test_grading.py)."""
     search_zero = {"q7_test": 0, "q8_test": 0, "q8b_test": 0}
     return [
-        Case("crossover_copies_a", "ok", 20, edits=[("answer", "q6a_answer", "replace",
-             "def crossover(a, b, rng):\n    return a\n")], scores={"q6_test": 0, "q6b_test": 1, **search_zero}),
+        Case("crossover_copies_a", "ok", 22, edits=[("answer", "q6a_answer", "replace",
+             "def crossover(a, b, rng):\n    return a\n")],
+             scores={"q6_test": 0, "q6b_test": 1, "q7_test": 2, "q8_test": 0, "q8b_test": 0}),
         Case("random_parents", "ok", 22, edits=[("answer", "q6b_answer", "replace",
              "def select_parents(scores, n):\n    return np.random.default_rng(0).permutation(len(scores))[:n]\n")],
              scores={"q6_test": 3, "q6b_test": 0, **search_zero}),
