@@ -13,7 +13,7 @@ best K checkpoints there. The shipped net is scored alongside (variant ``shipped
 
 Scores measured here pick a recipe; the figures quoted in docs come from ``bench_ranking.py`` on the CPU.
 Measured once (session 7, docs/BENCHMARKS.md): eight processes on one H200 time-slice it and ran at 4.9 s per
-step together (0.6 s each: the net is small, launch-bound), about what one CPU core gives per variant.
+step together (0.6 s each: the net is small, launch-bound), about 1.5 times one CPU core per variant.
 """
 
 from __future__ import annotations
