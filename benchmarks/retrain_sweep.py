@@ -41,20 +41,15 @@ VARIANTS: dict[str, dict] = {
     "low_lr": dict(num_random=4, num_focus=2, focus_resolutions="24,28", lr=0.01),
     "random6_width05_deep": dict(num_random=6, num_focus=3, focus_widths="0.5", focus_depths="2,3"),
 }
-STEPS_PER_EPOCH = 55_000 // 128
 
 
-def _device():  # noqa: ANN202
-    import torch
-
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def score(net, archs: list, device, calib_images: int = 2000) -> list[float]:  # noqa: ANN001
-    """Inherited test accuracy of each arch: BN recalibrated on the first minival images, as the library does."""
+def score(net, archs: list, device) -> list[float]:  # noqa: ANN001
+    """Inherited test accuracy of each arch on ``device``: BN recalibrated on the first minival images, as
+    ``evaluate.evaluate_arch`` does on the CPU."""
     import torch
 
     from nas_lab import data
+    from nas_lab.evaluate import CALIB_IMAGES as calib_images
     from nas_lab.supernet import recalibrate_bn
 
     calib = data.load_split("minival")[0][:calib_images]
@@ -105,7 +100,7 @@ def child(name: str, out: Path, epochs: int, limit_steps: int, threads: int, tra
 
     from nas_lab import evaluate
     from nas_lab.scratch_bench import ground_truth
-    from nas_lab.train import TrainConfig, train
+    from nas_lab.train import TrainConfig, _device, train
 
     torch.set_num_threads(threads)
     run_dir = out / name
@@ -118,7 +113,7 @@ def child(name: str, out: Path, epochs: int, limit_steps: int, threads: int, tra
         return
     t0 = time.time()
     if name == "shipped":
-        net = evaluate.read_supernet(ROOT / "data" / evaluate.WEIGHTS)
+        net = evaluate.load_supernet()
     else:
         net = train(TrainConfig(**config), run_dir, progress=False)
     train_seconds = time.time() - t0
@@ -185,7 +180,11 @@ def main() -> None:
         wait(launch(names, argparse.Namespace(**{**vars(args), "out": probe}), 1, 20), deadline)
         timed = [json.loads((probe / n / "probe.json").read_text()) for n in names]
         per_step = max(t["seconds"] / t["steps"] for t in timed)  # includes one resume: an upper bound
-        per_epoch = per_step * STEPS_PER_EPOCH + 10.0
+        from nas_lab import data
+        from nas_lab.train import TrainConfig
+
+        steps_per_epoch = len(data.load_split("train")[1]) // TrainConfig().batch_size  # as train() counts them
+        per_epoch = per_step * steps_per_epoch + 10.0
         left = args.budget_seconds - (time.time() - start)
         epochs = max(1, min(args.max_epochs, int(left / per_epoch)))
         print(f"probe: {per_step:.3f} s per step with {len(names)} variants together (slowest variant); "

@@ -42,7 +42,7 @@ class TrainConfig:
     weight_decay: float = 4e-5
     label_smoothing: float = 0.1
     num_random: int = 2             # random subnets per step besides largest and smallest
-    num_focus: int = 0              # of those, how many are drawn at the focus resolutions only
+    num_focus: int = 0              # of those, how many are drawn from the focus sub-space only
     focus_resolutions: str = ""     # e.g. "24,28": where inherited accuracy trails training alone most
     focus_widths: str = ""          # e.g. "0.5": the focus subnets' widths (empty: any)
     focus_depths: str = ""          # e.g. "2,3": the focus subnets' stage depths (empty: any)
@@ -197,10 +197,11 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, progress: bool =
             if epoch >= cfg.warmup_epochs and not cfg.arch:
                 soft = F.softmax(logits.detach(), dim=1)
                 rng = random.Random(seed)
-                weighted = [(smallest, cfg.smallest_weight)] if cfg.smallest_weight else []
-                for arch, weight in weighted + [(a, 1.0) for a in _random_subnets(space, focus, cfg, rng)]:
-                    kd = torch.sum(-soft * F.log_softmax(run(arch), dim=1), dim=1).mean()
-                    (kd * weight if weight != 1.0 else kd).backward()
+                for arch, weight in [(smallest, cfg.smallest_weight)] + [
+                        (a, 1.0) for a in _random_subnets(space, focus, cfg, rng)]:
+                    if weight:  # x * 1.0 is exact: weight 1 trains bit for bit as before the option existed
+                        kd = torch.sum(-soft * F.log_softmax(run(arch), dim=1), dim=1).mean()
+                        (weight * kd).backward()
             if world > 1:
                 for p in net.parameters():
                     if p.grad is None:
